@@ -1,0 +1,168 @@
+/**
+ * The build manifest (`manifest.json` in an output folder): the source of
+ * truth for every command that runs after `acl build`. Schema-checked on
+ * write and on read.
+ */
+import { z } from "zod";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { UserError } from "../errors.js";
+
+export const MANIFEST_FILE = "manifest.json";
+export const MANIFEST_SCHEMA_VERSION = 1;
+
+export const ArtifactKind = z.enum([
+  "usr-image",
+  "usr-payload",
+  "update-payload",
+  "disk-raw",
+  "disk-qcow2",
+  "disk-vhd",
+  "kernel",
+  "initramfs",
+  "uki",
+  "sbom",
+  "file-list",
+  "provenance",
+  "checksums",
+  "signature",
+  "public-key",
+  "other",
+]);
+export type ArtifactKind = z.infer<typeof ArtifactKind>;
+
+export const Artifact = z.strictObject({
+  /** Relative to the manifest's folder, POSIX separators. */
+  path: z.string().regex(/^(?!\/)(?!.*(^|\/)\.\.(\/|$)).+$/, "must be a relative path inside the output folder"),
+  kind: ArtifactKind,
+  size: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type Artifact = z.infer<typeof Artifact>;
+
+export const VerityInfo = z.strictObject({
+  rootHash: z.string().regex(/^[0-9a-f]{64}$/),
+  salt: z.string().regex(/^[0-9a-f]*$/),
+  /** Byte offset of the verity superblock (= filesystem size) in the USR payload. */
+  hashOffset: z.number().int().nonnegative(),
+  dataBlocks: z.number().int().positive(),
+  dataBlockSize: z.number().int().positive(),
+  hashBlockSize: z.number().int().positive(),
+  algorithm: z.literal("sha256"),
+  hashType: z.literal(1),
+  uuid: z.string(),
+});
+export type VerityInfo = z.infer<typeof VerityInfo>;
+
+export const AksInfo = z.strictObject({
+  osSku: z.string(),
+  nodeImageVersion: z.string(),
+  minKubernetesVersion: z.string(),
+});
+export type AksInfo = z.infer<typeof AksInfo>;
+
+export const IsaAudit = z.strictObject({
+  /** Highest level any ELF file needs: "x86-64", "x86-64-v2", ... or "none". */
+  highest: z.string(),
+  /** Files needing the highest level (first 50, sorted). */
+  files: z.array(z.string()),
+  counts: z.record(z.string(), z.number().int()),
+});
+
+export const Manifest = z.strictObject({
+  schemaVersion: z.literal(MANIFEST_SCHEMA_VERSION),
+  name: z.string(),
+  version: z.string(),
+  arch: z.literal("x86_64"),
+  microarch: z.enum(["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"]),
+  sourceDateEpoch: z.number().int().nonnegative(),
+  /** sha256 of the spec file's bytes. */
+  specDigest: z.string().regex(/^[0-9a-f]{64}$/),
+  usr: z.strictObject({
+    filesystem: z.enum(["erofs", "squashfs"]),
+    size: z.number().int().nonnegative(),
+    uuid: z.string(),
+  }),
+  verity: VerityInfo,
+  artifacts: z.array(Artifact),
+  /** Resolved inputs: packages with versions, base image digests. */
+  inputs: z.strictObject({
+    packages: z.array(z.strictObject({ name: z.string(), version: z.string(), arch: z.string() })),
+    images: z.array(z.strictObject({ ref: z.string(), digest: z.string() })),
+    archives: z.array(z.strictObject({ path: z.string(), sha256: z.string() })),
+  }),
+  tools: z.record(z.string(), z.string()),
+  setuid: z.array(z.string()),
+  isa: IsaAudit.optional(),
+  kernel: z
+    .strictObject({ package: z.string(), version: z.string(), release: z.string(), cmdline: z.string() })
+    .optional(),
+  disk: z
+    .strictObject({
+      sectorSize: z.number().int(),
+      diskGuid: z.string(),
+      sizeBytes: z.number().int(),
+      partitions: z.array(
+        z.strictObject({
+          number: z.number().int(),
+          label: z.string(),
+          typeGuid: z.string(),
+          partGuid: z.string(),
+          firstLba: z.number().int(),
+          lastLba: z.number().int(),
+          attributes: z.string(),
+          used: z.number().int().optional(),
+        }),
+      ),
+    })
+    .optional(),
+  aks: AksInfo.optional(),
+});
+export type Manifest = z.infer<typeof Manifest>;
+
+export function parseManifest(json: unknown, file = MANIFEST_FILE): Manifest {
+  const r = Manifest.safeParse(json);
+  if (!r.success) {
+    const first = r.error.issues[0]!;
+    throw new UserError(`${file}: invalid build manifest at '${first.path.join(".") || "(root)"}': ${first.message}`, {
+      file,
+      hint: "rebuild the image with `acl build`; manifests are written by acl and not meant to be edited",
+    });
+  }
+  return r.data;
+}
+
+export async function readManifest(outDir: string): Promise<Manifest> {
+  const file = join(outDir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    throw new UserError(`no build manifest at ${file}`, { file, hint: "pass the output folder of `acl build` (for example out/minimal)" });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`${file} is not valid JSON: ${(e as Error).message}`, { file });
+  }
+  return parseManifest(json, file);
+}
+
+/** Canonical JSON: sorted keys, 2-space indent, trailing newline (reproducible bytes). */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(sortKeys(value), null, 2) + "\n";
+}
+
+function sortKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v && typeof v === "object") {
+    const o: Record<string, unknown> = {};
+    for (const k of Object.keys(v as object).sort()) {
+      const x = (v as Record<string, unknown>)[k];
+      if (x !== undefined) o[k] = sortKeys(x);
+    }
+    return o;
+  }
+  return v;
+}

@@ -1,0 +1,12 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 120_000,
+    hookTimeout: 300_000,
+    // Integration and boot tests drive real tools; keep parallelism modest on 2 cores.
+    maxWorkers: 2,
+    reporters: ["default", ["json", { outputFile: ".cache/vitest-results.json" }]],
+  },
+});
