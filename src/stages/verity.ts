@@ -159,13 +159,14 @@ export async function verifyTree(file: string, info: VerityInfo, opts: { workers
     const { tree, rootHash } = computeTree(leaves, { salt, dataBlocks: info.dataBlocks, hashBlockSize: hbs });
     const stored = Buffer.alloc(tree.length);
     await readAll(fh, stored, start);
-    if (!stored.equals(tree)) {
-      const leafStart = layout.levels > 0 ? layout.levelStart[0]! * hbs : 0;
-      const at = firstDifference(stored, tree);
-      if (at >= leafStart) {
-        return { ok: false, reason: "data does not match the stored hash tree", dataBlock: Math.floor((at - leafStart) / SHA256_DIGEST_SIZE) };
-      }
-      return { ok: false, reason: `stored hash tree differs from the data's at tree byte ${at}` };
+    // Compare from the leaves up, so a changed data block is named as such.
+    for (let level = 0; level < layout.levels; level++) {
+      const from = layout.levelStart[level]! * hbs;
+      const to = from + layout.levelBlocks[level]! * hbs;
+      const at = firstDifference(stored.subarray(from, to), tree.subarray(from, to));
+      if (at < 0) continue;
+      if (level === 0) return { ok: false, reason: "data does not match the stored hash tree", dataBlock: Math.floor(at / SHA256_DIGEST_SIZE) };
+      return { ok: false, reason: `stored hash tree is inconsistent at level ${level} (byte ${from + at} of the tree)` };
     }
     if (rootHash.toString("hex") !== info.rootHash.toLowerCase()) {
       return { ok: false, reason: `root hash is ${rootHash.toString("hex")}, expected ${info.rootHash}` };
@@ -177,6 +178,7 @@ export async function verifyTree(file: string, info: VerityInfo, opts: { workers
 }
 
 function firstDifference(a: Buffer, b: Buffer): number {
+  if (a.equals(b)) return -1;
   const step = 4096;
   for (let off = 0; off < a.length; off += step) {
     if (!a.subarray(off, off + step).equals(b.subarray(off, off + step))) {
