@@ -1,0 +1,253 @@
+/**
+ * `acl inspect DISK`: read a disk image (raw, qcow2 or VHD) without mounting
+ * it and report its GPT, the A/B slot states, which slot the boot loader
+ * would pick, and for each /usr slot the filesystem and the dm-verity root
+ * hash computed from the tree stored behind it.
+ */
+import { mkdtemp, open, rm, type FileHandle } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { run } from "../adapters/exec.js";
+import { UserError } from "../errors.js";
+import {
+  chooseSlot,
+  decodeGpt,
+  formatAttributes,
+  getSlotState,
+  TYPE_GUIDS,
+  TYPE_NAMES,
+  type SectorSize,
+  type SlotState,
+} from "../formats/gpt.js";
+import { decodeVhdFooter, VHD_COOKIE, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "../formats/vhd-footer.js";
+import { blockDigest, decodeSuperblock, treeLayout, treeOffset, VERITY_SIGNATURE, VERITY_SUPERBLOCK_SIZE } from "../formats/verity.js";
+
+export type DiskFileFormat = "raw" | "qcow2" | "vhd";
+
+export interface InspectOptions {
+  path: string;
+  /** Default: detected from the file's magic numbers. */
+  format?: DiskFileFormat | "auto";
+}
+
+export interface UsrSlotContent {
+  /** "erofs", or null when no filesystem superblock was found (an empty slot). */
+  filesystem: "erofs" | null;
+  fsBytes?: number;
+  /** Bytes in use: filesystem + verity superblock + tree. */
+  usedBytes: number;
+  /** Percent of the partition in use, one decimal. */
+  percent: number;
+  verity?: {
+    rootHash: string;
+    salt: string;
+    hashOffset: number;
+    dataBlocks: number;
+    dataBlockSize: number;
+    hashBlockSize: number;
+    hashType: number;
+    algorithm: string;
+    uuid: string;
+  };
+}
+
+export interface InspectPartition {
+  number: number;
+  label: string;
+  typeGuid: string;
+  typeName: string;
+  partGuid: string;
+  firstLba: number;
+  lastLba: number;
+  sizeBytes: number;
+  /** 16 hex digits, as `sgdisk -i` prints them. */
+  attributes: string;
+  /** A/B state, for /usr-type partitions. */
+  slot?: SlotState;
+  usr?: UsrSlotContent;
+}
+
+export interface InspectResult {
+  path: string;
+  format: DiskFileFormat;
+  /** Virtual disk size. */
+  sizeBytes: number;
+  sectorSize: SectorSize;
+  diskGuid: string;
+  firstUsableLba: number;
+  lastUsableLba: number;
+  partitions: InspectPartition[];
+  /** The slot GRUB gptprio would boot next, or null if none is bootable. */
+  boot: { number: number; label: string; decrementTries: boolean } | null;
+  /** Damage found in the table (empty when `sgdisk -v` would be happy with the headers). */
+  problems: string[];
+  /** For a VHD: its footer. */
+  vhd?: { diskType: number; currentSize: number; timestamp: number; uniqueId: string; creatorApp: string };
+}
+
+export const EROFS_SUPER_OFFSET = 1024;
+export const EROFS_SUPER_MAGIC = 0xe0f5e1e2;
+const EROFS_BLKSZBITS = 12;
+const EROFS_BLOCKS = 36;
+const HEAD_TAIL_BYTES = 1024 * 1024;
+const QCOW_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
+
+/** A read-only view of the disk bytes: the first `size` bytes of a file. */
+interface DiskView {
+  fh: FileHandle;
+  size: number;
+}
+
+async function readAt(v: DiskView, offset: number, length: number): Promise<Buffer> {
+  const len = Math.max(0, Math.min(length, v.size - offset));
+  const b = Buffer.alloc(len);
+  let done = 0;
+  while (done < len) {
+    const { bytesRead } = await v.fh.read(b, done, len - done, offset + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return b.subarray(0, done);
+}
+
+export async function inspectDisk(opts: InspectOptions): Promise<InspectResult> {
+  let fh: FileHandle;
+  try {
+    fh = await open(opts.path, "r");
+  } catch (e) {
+    throw new UserError(`cannot open disk image ${opts.path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+      file: opts.path,
+      hint: "pass a disk.raw, disk.qcow2 or disk.vhd from an acl output folder",
+    });
+  }
+  let tmp: string | undefined;
+  try {
+    const fileSize = (await fh.stat()).size;
+    const head = Buffer.alloc(Math.min(4, fileSize));
+    await fh.read(head, 0, head.length, 0);
+    const tailBytes = Buffer.alloc(fileSize >= VHD_FOOTER_SIZE ? VHD_FOOTER_SIZE : 0);
+    if (tailBytes.length) await fh.read(tailBytes, 0, VHD_FOOTER_SIZE, fileSize - VHD_FOOTER_SIZE);
+    const isQcow = head.length === 4 && head.equals(QCOW_MAGIC);
+    const isVhd = tailBytes.length > 0 && tailBytes.toString("latin1", 0, 8) === VHD_COOKIE;
+    const format: DiskFileFormat = !opts.format || opts.format === "auto" ? (isQcow ? "qcow2" : isVhd ? "vhd" : "raw") : opts.format;
+
+    let view: DiskView = { fh, size: fileSize };
+    let vhd: InspectResult["vhd"];
+    if (format === "qcow2" || (format === "vhd" && isVhd && decodeVhdFooter(tailBytes, { verifyChecksum: false }).diskType !== VHD_DISK_TYPES.fixed)) {
+      // let qemu-img expand the image into a temporary sparse raw file
+      tmp = await mkdtemp(join(tmpdir(), "acl-inspect-"));
+      const raw = join(tmp, "disk.raw");
+      await run(["qemu-img", "convert", "-f", format === "qcow2" ? "qcow2" : "vpc", "-O", "raw", opts.path, raw], {
+        hint: `is ${opts.path} really a ${format} image?`,
+      });
+      const rfh = await open(raw, "r");
+      view = { fh: rfh, size: (await rfh.stat()).size };
+    }
+    if (format === "vhd") {
+      if (!isVhd) throw new UserError(`${opts.path} has no VHD footer ("conectix" in its last 512 bytes)`, { file: opts.path, hint: "drop --format vhd, or pass a VHD" });
+      const f = decodeVhdFooter(tailBytes);
+      vhd = { diskType: f.diskType, currentSize: Number(f.currentSize), timestamp: f.timestamp, uniqueId: f.uniqueId, creatorApp: f.creatorApp };
+      if (f.diskType === VHD_DISK_TYPES.fixed) view = { fh, size: fileSize - VHD_FOOTER_SIZE };
+    }
+    try {
+      return { ...(await inspectView(view, opts.path, format)), ...(vhd ? { vhd } : {}) };
+    } finally {
+      if (view.fh !== fh) await view.fh.close();
+    }
+  } finally {
+    await fh.close();
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+async function inspectView(v: DiskView, path: string, format: DiskFileFormat): Promise<InspectResult> {
+  const head = await readAt(v, 0, HEAD_TAIL_BYTES);
+  const tailLen = Math.min(HEAD_TAIL_BYTES, v.size);
+  const tail = await readAt(v, v.size - tailLen, tailLen);
+  const gpt = decodeGpt({ head, tail, diskSizeBytes: v.size });
+  const ss = gpt.sectorSize;
+  const partitions: InspectPartition[] = [];
+  for (const p of [...gpt.partitions].sort((a, b) => a.number - b.number)) {
+    const sizeBytes = Number(p.lastLba - p.firstLba + 1n) * ss;
+    const ip: InspectPartition = {
+      number: p.number,
+      label: p.name,
+      typeGuid: p.typeGuid,
+      typeName: TYPE_NAMES[p.typeGuid] ?? "unknown",
+      partGuid: p.partGuid,
+      firstLba: Number(p.firstLba),
+      lastLba: Number(p.lastLba),
+      sizeBytes,
+      attributes: formatAttributes(p.attributes),
+    };
+    if (p.typeGuid === TYPE_GUIDS.coreosUsr) {
+      ip.slot = getSlotState(p.attributes);
+      ip.usr = await readUsrSlot(v, Number(p.firstLba) * ss, sizeBytes);
+    }
+    partitions.push(ip);
+  }
+  const choice = chooseSlot(gpt.partitions);
+  return {
+    path,
+    format,
+    sizeBytes: v.size,
+    sectorSize: ss,
+    diskGuid: gpt.diskGuid,
+    firstUsableLba: Number(gpt.firstUsableLba),
+    lastUsableLba: Number(gpt.lastUsableLba),
+    partitions,
+    boot: choice ? { number: choice.partition.number, label: choice.partition.name, decrementTries: choice.decrementTries } : null,
+    problems: gpt.problems,
+  };
+}
+
+/**
+ * A /usr slot: erofs at its start (superblock at byte 1024 gives the size),
+ * the verity superblock at the filesystem's end rounded up to 4 KiB (or to
+ * 1 MiB), the tree behind it; the root hash is the digest of the top block.
+ */
+async function readUsrSlot(v: DiskView, offset: number, sizeBytes: number): Promise<UsrSlotContent> {
+  const sb = await readAt(v, offset + EROFS_SUPER_OFFSET, 64);
+  const pct = (used: number) => Math.round((used / sizeBytes) * 1000) / 10;
+  if (sb.length < 64 || sb.readUInt32LE(0) !== EROFS_SUPER_MAGIC) return { filesystem: null, usedBytes: 0, percent: 0 };
+  const blkszbits = sb[EROFS_BLKSZBITS]!;
+  const fsBytes = Number(BigInt(sb.readUInt32LE(EROFS_BLOCKS)) << BigInt(blkszbits));
+  const candidates = [...new Set([roundUp(fsBytes, 4096), roundUp(fsBytes, 1024 * 1024)])];
+  for (const hashOffset of candidates) {
+    if (hashOffset + VERITY_SUPERBLOCK_SIZE > sizeBytes) continue;
+    const raw = await readAt(v, offset + hashOffset, VERITY_SUPERBLOCK_SIZE);
+    if (!raw.subarray(0, 8).equals(VERITY_SIGNATURE)) continue;
+    const vsb = decodeSuperblock(raw);
+    const dataBlocks = Number(vsb.dataBlocks);
+    const layout = treeLayout(dataBlocks, vsb.hashBlockSize);
+    const treeStart = treeOffset(hashOffset, vsb.hashBlockSize);
+    // the top block: the single block of the highest level; with one data block, that block itself
+    const top = layout.levels === 0 ? await readAt(v, offset, vsb.dataBlockSize) : await readAt(v, offset + treeStart, vsb.hashBlockSize);
+    const rootHash =
+      vsb.hashType === 1 ? blockDigest(vsb.salt, top) : createHash(vsb.algorithm).update(top).update(vsb.salt).digest();
+    const usedBytes = treeStart + layout.totalBlocks * vsb.hashBlockSize;
+    return {
+      filesystem: "erofs",
+      fsBytes,
+      usedBytes,
+      percent: pct(usedBytes),
+      verity: {
+        rootHash: rootHash.toString("hex"),
+        salt: vsb.salt.toString("hex"),
+        hashOffset,
+        dataBlocks,
+        dataBlockSize: vsb.dataBlockSize,
+        hashBlockSize: vsb.hashBlockSize,
+        hashType: vsb.hashType,
+        algorithm: vsb.algorithm,
+        uuid: vsb.uuid,
+      },
+    };
+  }
+  return { filesystem: "erofs", fsBytes, usedBytes: fsBytes, percent: pct(fsBytes) };
+}
+
+function roundUp(n: number, to: number): number {
+  return Math.ceil(n / to) * to;
+}
