@@ -1,0 +1,436 @@
+/**
+ * `oci-archive` content source: an OCI image layout in a tar file
+ * (oci-layout, index.json, blobs/sha256/...). The image manifest is found
+ * from index.json (a multi-arch index resolves to linux/amd64), every blob is
+ * checked against its digest and size, and the layers are applied in order
+ * with applyLayerTar. Also the archive reader shared with docker-archive.
+ */
+import { createHash } from "node:crypto";
+import * as fs from "node:fs";
+import { Readable } from "node:stream";
+import * as tar from "tar-stream";
+import { UserError } from "../../errors.js";
+import { applyLayerTar, type ApplyLayerOptions, type LayerStats } from "./tar-apply.js";
+
+export interface ArchiveApplyOptions {
+  /** Pick one image when the archive holds several (a ref.name annotation or a RepoTag). */
+  ref?: string;
+  /** Apply uid/gid from the layers (default: when running as root). */
+  ownership?: boolean;
+  /** Platform to pick from a multi-arch index (default linux/amd64). */
+  platform?: { os: string; architecture: string };
+  /** Called after each layer (for progress reporting). */
+  onLayer?: (index: number, total: number, stats: LayerStats) => void;
+}
+
+export interface ArchiveApplyResult {
+  /** Image digest: the manifest digest (OCI) or the image ID, i.e. the config digest (docker save). */
+  digest: string;
+  /** Digest of the image config blob ("sha256:HEX"). */
+  configDigest: string;
+  /** sha256 of the whole archive file (hex), for provenance. */
+  archiveSha256: string;
+  /** Number of layers applied. */
+  layers: number;
+  /** Per-layer statistics, in order. */
+  layerStats: LayerStats[];
+}
+
+// ---------------------------------------------------------------------------
+// Reading a tar archive with random access to its members.
+
+export interface ArchiveMember {
+  name: string;
+  type: string;
+  /** Byte offset of the member's data in the archive file. */
+  offset: number;
+  size: number;
+  linkname: string;
+  /** sha256 (hex) of the member's data (regular files only). */
+  sha256: string;
+}
+
+export interface ArchiveIndex {
+  path: string;
+  sha256: string;
+  members: Map<string, ArchiveMember>;
+}
+
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
+const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
+const MAX_JSON_BYTES = 16 * 1024 * 1024;
+const MAX_LINK_HOPS = 16;
+
+export const MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json";
+export const MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+export const MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
+export const MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
+
+function cleanName(name: string): string {
+  return name
+    .split("/")
+    .filter((s) => s !== "" && s !== ".")
+    .join("/");
+}
+
+/** Read the archive once: member offsets and digests, and the archive's sha256. */
+export async function indexArchive(archivePath: string): Promise<ArchiveIndex> {
+  let fd: number;
+  try {
+    fd = fs.openSync(archivePath, "r");
+  } catch (err) {
+    throw new UserError(`cannot open the image archive '${archivePath}': ${(err as Error).message}`, {
+      file: archivePath,
+      hint: "check the path in the spec's content source",
+    });
+  }
+  const head = Buffer.alloc(4);
+  fs.readSync(fd, head, 0, 4, 0);
+  fs.closeSync(fd);
+  if (head.subarray(0, 2).equals(GZIP_MAGIC) || head.equals(ZSTD_MAGIC)) {
+    throw new UserError(`the image archive '${archivePath}' is compressed`, {
+      file: archivePath,
+      hint: `decompress it first (gunzip / zstd -d); acl reads the archive with random access`,
+    });
+  }
+
+  const whole = createHash("sha256");
+  const members = new Map<string, ArchiveMember>();
+  const input = fs.createReadStream(archivePath);
+  input.on("data", (c) => whole.update(c as Buffer));
+  const extract = tar.extract();
+  input.on("error", (e) => extract.destroy(e));
+  input.pipe(extract as unknown as NodeJS.WritableStream);
+  try {
+    for await (const entry of extract) {
+      const h = entry.header;
+      const name = cleanName(h.name);
+      const hash = createHash("sha256");
+      for await (const chunk of entry as unknown as AsyncIterable<Uint8Array>) hash.update(chunk);
+      members.set(name, {
+        name,
+        type: h.type ?? "file",
+        offset: (entry as unknown as { offset: number }).offset,
+        size: h.size ?? 0,
+        linkname: h.linkname ?? "",
+        sha256: hash.digest("hex"),
+      });
+    }
+  } catch (err) {
+    input.destroy();
+    throw new UserError(`the image archive '${archivePath}' is not a readable tar file: ${(err as Error).message}`, {
+      file: archivePath,
+      hint: "re-create it with `docker save -o FILE IMAGE` or `skopeo copy ... oci-archive:FILE`",
+    });
+  }
+  return { path: archivePath, sha256: whole.digest("hex"), members };
+}
+
+/** Find a member, following symlinks and hard links inside the archive. */
+export function findMember(index: ArchiveIndex, name: string): ArchiveMember | undefined {
+  let cur = cleanName(name);
+  for (let hop = 0; hop < MAX_LINK_HOPS; hop++) {
+    const m = index.members.get(cur);
+    if (!m) return undefined;
+    if (m.type === "file" || m.type === "contiguous-file") return m;
+    if (m.type === "link") cur = cleanName(m.linkname);
+    else if (m.type === "symlink") {
+      const dir = cur.includes("/") ? cur.slice(0, cur.lastIndexOf("/")) : "";
+      const parts: string[] = m.linkname.startsWith("/") ? [] : dir.split("/").filter(Boolean);
+      for (const seg of m.linkname.split("/")) {
+        if (seg === "" || seg === ".") continue;
+        if (seg === "..") parts.pop();
+        else parts.push(seg);
+      }
+      cur = parts.join("/");
+    } else return undefined;
+  }
+  return undefined;
+}
+
+export function memberStream(index: ArchiveIndex, m: ArchiveMember): Readable {
+  if (m.size === 0) return Readable.from([]);
+  return fs.createReadStream(index.path, { start: m.offset, end: m.offset + m.size - 1 });
+}
+
+export function memberBytes(index: ArchiveIndex, m: ArchiveMember): Buffer {
+  const buf = Buffer.alloc(m.size);
+  const fd = fs.openSync(index.path, "r");
+  try {
+    let off = 0;
+    while (off < m.size) {
+      const n = fs.readSync(fd, buf, off, m.size - off, m.offset + off);
+      if (n === 0) break;
+      off += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return buf;
+}
+
+/** Parse a JSON member; errors name the archive and the member. */
+export function memberJson<T = unknown>(index: ArchiveIndex, name: string, what: string): T {
+  const m = findMember(index, name);
+  if (!m) {
+    throw new UserError(`the image archive '${index.path}' has no ${what} ('${name}')`, {
+      file: index.path,
+      hint: "the archive is incomplete or not of the declared type (oci-archive vs docker-archive)",
+    });
+  }
+  if (m.size > MAX_JSON_BYTES) {
+    throw new UserError(`${index.path}: '${name}' (${what}) is too large (${m.size} bytes)`, { file: index.path });
+  }
+  try {
+    return JSON.parse(memberBytes(index, m).toString("utf8")) as T;
+  } catch (err) {
+    throw new UserError(`${index.path}: '${name}' (${what}) is not valid JSON: ${(err as Error).message}`, {
+      file: index.path,
+      hint: "the archive is corrupt; re-create it",
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// OCI image layout.
+
+export interface Descriptor {
+  mediaType?: string;
+  digest: string;
+  size?: number;
+  platform?: { os?: string; architecture?: string; variant?: string };
+  annotations?: Record<string, string>;
+}
+
+interface IndexJson {
+  schemaVersion?: number;
+  mediaType?: string;
+  manifests?: Descriptor[];
+}
+
+interface ManifestJson {
+  schemaVersion?: number;
+  mediaType?: string;
+  config?: Descriptor;
+  layers?: Descriptor[];
+}
+
+export interface ImageConfig {
+  architecture?: string;
+  os?: string;
+  rootfs?: { type?: string; diff_ids?: string[] };
+}
+
+const DIGEST_RE = /^sha256:([0-9a-f]{64})$/;
+
+/** The blob member for a descriptor, verified against its digest and size. */
+export function blobMember(index: ArchiveIndex, desc: Descriptor, what: string): ArchiveMember {
+  const m = DIGEST_RE.exec(desc.digest ?? "");
+  if (!m) {
+    throw new UserError(`${index.path}: ${what} has an unsupported digest '${desc.digest}'`, {
+      file: index.path,
+      hint: "only sha256 digests are supported",
+    });
+  }
+  const member = findMember(index, `blobs/sha256/${m[1]}`);
+  if (!member) {
+    throw new UserError(`${index.path}: ${what} ${desc.digest} is missing (no blobs/sha256/${m[1]})`, {
+      file: index.path,
+      hint: "the archive is incomplete; re-export the image",
+    });
+  }
+  if (member.sha256 !== m[1]) {
+    throw new UserError(
+      `${index.path}: ${what} blobs/sha256/${m[1]} does not match its digest (content hashes to sha256:${member.sha256})`,
+      { file: index.path, hint: "the archive is corrupt or was tampered with; re-export the image" },
+    );
+  }
+  if (desc.size !== undefined && desc.size !== member.size) {
+    throw new UserError(
+      `${index.path}: ${what} ${desc.digest} has ${member.size} bytes, its descriptor says ${desc.size}`,
+      { file: index.path, hint: "the archive is corrupt; re-export the image" },
+    );
+  }
+  return member;
+}
+
+function isIndex(desc: Descriptor, body?: IndexJson): boolean {
+  return (
+    desc.mediaType === MEDIA_OCI_INDEX ||
+    desc.mediaType === MEDIA_DOCKER_LIST ||
+    (body !== undefined && Array.isArray(body.manifests) && !("layers" in body))
+  );
+}
+
+function refNames(d: Descriptor): string[] {
+  const a = d.annotations ?? {};
+  return [a["org.opencontainers.image.ref.name"], a["io.containerd.image.name"]].filter((x): x is string => !!x);
+}
+
+function refMatches(d: Descriptor, ref: string): boolean {
+  return refNames(d).some((n) => n === ref || n.endsWith(`:${ref}`) || n === `${ref}:latest` || n.endsWith(`/${ref}`));
+}
+
+function platformName(d: Descriptor): string {
+  const p = d.platform;
+  return p ? [p.os, p.architecture, p.variant].filter(Boolean).join("/") : "(no platform)";
+}
+
+/** Resolve index.json down to one image manifest descriptor. */
+export function selectManifest(
+  index: ArchiveIndex,
+  top: IndexJson,
+  opts: ArchiveApplyOptions,
+): { desc: Descriptor; manifest: ManifestJson } {
+  const want = opts.platform ?? { os: "linux", architecture: "amd64" };
+  let candidates = (top.manifests ?? []).filter((d) => d && typeof d.digest === "string");
+  if (candidates.length === 0) {
+    throw new UserError(`${index.path}: index.json lists no manifests`, {
+      file: index.path,
+      hint: "the archive holds no image; re-export it",
+    });
+  }
+  if (opts.ref) {
+    const ref = opts.ref;
+    const hits = candidates.filter((d) => refMatches(d, ref));
+    if (hits.length === 0) {
+      const names = candidates.flatMap(refNames);
+      throw new UserError(`${index.path}: no image named '${ref}' in the archive`, {
+        file: index.path,
+        hint: names.length ? `the archive holds: ${names.join(", ")}` : "the archive's images carry no names; drop `ref`",
+      });
+    }
+    candidates = hits;
+  }
+
+  for (let depth = 0; depth < 4; depth++) {
+    // Drop attestation and unknown-platform manifests (buildx provenance).
+    const images = candidates.filter(
+      (d) => d.platform?.os !== "unknown" && d.annotations?.["vnd.docker.reference.type"] !== "attestation-manifest",
+    );
+    let chosen: Descriptor;
+    if (images.length === 1) chosen = images[0];
+    else {
+      const plat = images.filter((d) => d.platform?.os === want.os && d.platform?.architecture === want.architecture);
+      if (plat.length >= 1 && new Set(plat.map((d) => d.digest)).size === 1) chosen = plat[0];
+      else if (images.length > 1 && new Set(images.map((d) => d.digest)).size === 1) chosen = images[0];
+      else if (plat.length === 0 && images.some((d) => d.platform)) {
+        throw new UserError(`${index.path}: no ${want.os}/${want.architecture} image in the archive`, {
+          file: index.path,
+          hint: `platforms present: ${images.map(platformName).join(", ")}`,
+        });
+      } else {
+        const names = images.flatMap(refNames);
+        throw new UserError(`${index.path}: the archive holds ${images.length} images; choose one`, {
+          file: index.path,
+          hint: names.length ? `set ref to one of: ${names.join(", ")}` : "set ref on the content source",
+        });
+      }
+    }
+    const member = blobMember(index, chosen, `manifest`);
+    let body: IndexJson & ManifestJson;
+    try {
+      body = JSON.parse(memberBytes(index, member).toString("utf8")) as IndexJson & ManifestJson;
+    } catch (err) {
+      throw new UserError(`${index.path}: manifest ${chosen.digest} is not valid JSON: ${(err as Error).message}`, {
+        file: index.path,
+      });
+    }
+    if (isIndex(chosen, body)) {
+      candidates = (body.manifests ?? []).filter((d) => d && typeof d.digest === "string");
+      if (candidates.length === 0) {
+        throw new UserError(`${index.path}: image index ${chosen.digest} lists no manifests`, { file: index.path });
+      }
+      continue;
+    }
+    if (!Array.isArray(body.layers) || !body.config) {
+      throw new UserError(`${index.path}: ${chosen.digest} is not an image manifest (no config or layers)`, {
+        file: index.path,
+        hint: `media type '${chosen.mediaType ?? body.mediaType ?? "unknown"}' is not supported`,
+      });
+    }
+    return { desc: chosen, manifest: body };
+  }
+  throw new UserError(`${index.path}: image indexes are nested too deeply`, { file: index.path });
+}
+
+/** Apply layers (verified members) in order and check them against the config's diff_ids. */
+export async function applyLayers(
+  index: ArchiveIndex,
+  layers: { member: ArchiveMember; name: string }[],
+  config: ImageConfig,
+  rootDir: string,
+  opts: ArchiveApplyOptions,
+): Promise<LayerStats[]> {
+  const diffIds = config.rootfs?.diff_ids;
+  if (Array.isArray(diffIds) && diffIds.length !== layers.length) {
+    throw new UserError(
+      `${index.path}: the image config lists ${diffIds.length} diff_ids but the manifest has ${layers.length} layers`,
+      { file: index.path, hint: "the archive is corrupt; re-export the image" },
+    );
+  }
+  const out: LayerStats[] = [];
+  for (let i = 0; i < layers.length; i++) {
+    const { member, name } = layers[i];
+    const label = `${index.path} (layer ${i + 1}/${layers.length}: ${name})`;
+    const layerOpts: ApplyLayerOptions = { label, ownership: opts.ownership };
+    const stats = await applyLayerTar(memberStream(index, member), rootDir, layerOpts);
+    if (Array.isArray(diffIds) && diffIds[i] !== stats.diffId) {
+      throw new UserError(
+        `${label}: the uncompressed layer hashes to ${stats.diffId}, the image config says ${diffIds[i]}`,
+        { file: index.path, hint: "the archive is corrupt or was tampered with; re-export the image" },
+      );
+    }
+    out.push(stats);
+    opts.onLayer?.(i, layers.length, stats);
+  }
+  return out;
+}
+
+/** Apply an OCI image layout tarball onto rootDir. */
+export async function applyOciArchive(
+  archivePath: string,
+  rootDir: string,
+  opts: ArchiveApplyOptions = {},
+): Promise<ArchiveApplyResult> {
+  const index = await indexArchive(archivePath);
+  return applyOciIndex(index, rootDir, opts);
+}
+
+/** The OCI path on an already indexed archive (also used for docker saves without manifest.json). */
+export async function applyOciIndex(
+  index: ArchiveIndex,
+  rootDir: string,
+  opts: ArchiveApplyOptions = {},
+): Promise<ArchiveApplyResult> {
+  const layout = memberJson<{ imageLayoutVersion?: string }>(index, "oci-layout", "oci-layout file");
+  if (typeof layout.imageLayoutVersion !== "string") {
+    throw new UserError(`${index.path}: oci-layout has no imageLayoutVersion`, {
+      file: index.path,
+      hint: "this is not an OCI image layout",
+    });
+  }
+  const top = memberJson<IndexJson>(index, "index.json", "index.json");
+  const { desc, manifest } = selectManifest(index, top, opts);
+  const configMember = blobMember(index, manifest.config!, "image config");
+  let config: ImageConfig;
+  try {
+    config = JSON.parse(memberBytes(index, configMember).toString("utf8")) as ImageConfig;
+  } catch (err) {
+    throw new UserError(`${index.path}: image config ${manifest.config!.digest} is not valid JSON: ${(err as Error).message}`, {
+      file: index.path,
+    });
+  }
+  const layers = (manifest.layers ?? []).map((d, i) => ({
+    member: blobMember(index, d, `layer ${i + 1}`),
+    name: d.digest,
+  }));
+  const layerStats = await applyLayers(index, layers, config, rootDir, opts);
+  return {
+    digest: desc.digest,
+    configDigest: manifest.config!.digest,
+    archiveSha256: index.sha256,
+    layers: layers.length,
+    layerStats,
+  };
+}
