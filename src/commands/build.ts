@@ -1,0 +1,54 @@
+import { Args, Flags } from "@oclif/core";
+import { AclCommand } from "../lib/base-command.js";
+import { build, type BuildResult } from "../services/build.js";
+
+export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { manifest: string; name: string; version: string; rootHash: string; artifacts: BuildResult["manifest"]["artifacts"] }> {
+  static override summary = "Build an image from a TOML spec";
+  static override description =
+    "Builds the image described by SPEC (for example images/minimal.toml) into out/NAME: a dm-verity protected /usr image, kernel and initramfs, GPT disks (raw, qcow2, vhd), an update payload, an SPDX SBOM and manifest.json; signed when a key is given. Stages are cached by content; the output is published by rename, so a failed build never leaves a half-written output.";
+  static override examples = [
+    "<%= config.bin %> build images/minimal.toml",
+    "<%= config.bin %> build images/container-host.toml --sign-key keys/acl-signing.key --out /srv/images/ch",
+  ];
+  static override args = {
+    spec: Args.string({ description: "image spec (TOML)", required: true }),
+  };
+  static override flags = {
+    out: Flags.string({ char: "o", description: "output folder (default: out/NAME)" }),
+    "sign-key": Flags.string({ description: "private key (PEM) to sign the artifacts with; overrides [signing] key" }),
+    "cache-dir": Flags.string({ description: "stage cache folder (default: $ACL_CACHE_DIR or ~/.cache/acl)" }),
+    "no-cache": Flags.boolean({ description: "rebuild every stage (the cache is refreshed)" }),
+    "keep-work": Flags.boolean({ description: "keep the temporary build folder when the build fails" }),
+  };
+
+  async run() {
+    const { args, flags } = await this.parse(Build);
+    const res = await build({
+      specPath: args.spec,
+      outDir: flags.out,
+      signKey: flags["sign-key"],
+      cacheDir: flags["cache-dir"],
+      noCache: flags["no-cache"],
+      keepWork: flags["keep-work"],
+      reporter: this.reporter(),
+    });
+    const m = res.manifest;
+    if (!this.jsonEnabled()) {
+      const total = res.stages.reduce((a, s) => a + s.ms, 0);
+      this.log(`built ${m.name} ${m.version} (${m.microarch}) in ${(total / 1000).toFixed(1)} s → ${res.outDir}`);
+      this.log(`  /usr root hash ${m.verity.rootHash}`);
+      for (const a of m.artifacts) this.log(`  ${a.path.padEnd(28)} ${a.kind.padEnd(14)} ${(a.size / 1048576).toFixed(1).padStart(8)} MiB`);
+      if (res.signed) this.log("  signed: SHA256SUMS, SHA256SUMS.sig, provenance.intoto.json");
+    }
+    return {
+      outDir: res.outDir,
+      stages: res.stages,
+      signed: res.signed,
+      manifest: `${res.outDir}/manifest.json`,
+      name: m.name,
+      version: m.version,
+      rootHash: m.verity.rootHash,
+      artifacts: m.artifacts,
+    };
+  }
+}

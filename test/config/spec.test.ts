@@ -1,0 +1,142 @@
+import { mkdtemp, mkdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { loadSpec, nearest, validKeysAt } from "../../src/config/spec.js";
+import { parseSize } from "../../src/config/spec-schema.js";
+import { UserError } from "../../src/errors.js";
+
+let dir: string;
+const base = `name = "t"\nversion = "1.0"\n[[sources]]\ntype = "dir"\npath = "overlay"\n`;
+
+async function specFile(text: string | Buffer, name = "spec.toml"): Promise<string> {
+  const p = join(dir, name);
+  await writeFile(p, text);
+  return p;
+}
+
+async function failure(text: string | Buffer): Promise<UserError> {
+  const p = await specFile(text);
+  try {
+    await loadSpec(p);
+  } catch (e) {
+    expect(e).toBeInstanceOf(UserError);
+    return e as UserError;
+  }
+  throw new Error("expected the spec to be rejected");
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "acl-spec-"));
+  await mkdir(join(dir, "overlay"));
+  await writeFile(join(dir, "motd"), "hello\n");
+});
+
+describe("image spec loading", () => {
+  it("loads the shipped images with defaults filled in", async () => {
+    const min = await loadSpec("images/minimal.toml");
+    expect(min.name).toBe("minimal");
+    expect(min.microarch).toBe("x86-64-v3");
+    expect(min.init).toBe("busybox");
+    expect(min.sources[0]).toMatchObject({ type: "debian", variant: "extract" });
+    expect(min.partitions.usr).toBe(512 * 1024 * 1024);
+    expect(min.specDigest).toMatch(/^[0-9a-f]{64}$/);
+    expect(Object.isFrozen(min.sources)).toBe(true);
+    const ch = await loadSpec("images/container-host.toml");
+    expect(ch.microarch).toBe("x86-64-v3");
+    expect(ch.aks?.os_sku).toBe("AzureContainerLinux");
+    const pk = (ch.sources[0] as { packages: string[] }).packages;
+    for (const p of ["systemd", "udev", "dbus", "containerd", "runc", "iptables", "openssh-server"]) expect(pk).toContain(p);
+  });
+
+  it("reports TOML syntax errors with line and column", async () => {
+    const e = await failure(`name = "t"\nversion = \n`);
+    expect(e.message).toMatch(/spec\.toml:2:11: TOML syntax error/);
+    expect(e.hint).toMatch(/line 2, column 11/);
+  });
+
+  it("names an unknown key with its path and the nearest valid key", async () => {
+    const e = await failure(base + `[usr]\nfilesytem = "erofs"\n`);
+    expect(e.message).toContain("unknown key 'usr.filesytem'");
+    expect(e.message).toContain("did you mean 'usr.filesystem'");
+    const e2 = await failure(base.replace('path = "overlay"', 'path = "overlay"\npaht = "x"'));
+    expect(e2.message).toContain("unknown key 'sources[0].paht'");
+    expect(e2.message).toContain("'sources[0].path'");
+    const e3 = await failure(`zzzzzz = 1\n` + base);
+    expect(e3.message).toContain("unknown key 'zzzzzz'");
+    expect(e3.hint).toMatch(/valid keys here: .*name/);
+  });
+
+  it("reports wrong types and missing keys", async () => {
+    const e = await failure(base.replace('version = "1.0"', "version = 3"));
+    expect(e.message).toContain("'version' must be a string, got number 3");
+    const e2 = await failure(base.replace('name = "t"\n', ""));
+    expect(e2.message).toContain("missing required key 'name'");
+    const e4 = await failure(`microarch = "x86-64-v5"\n` + base);
+    expect(e4.message).toContain("'microarch' must be one of \"x86-64\", \"x86-64-v2\", \"x86-64-v3\", \"x86-64-v4\"");
+    const e5 = await failure(base.replace('type = "dir"', 'type = "rpm"'));
+    expect(e5.message).toContain("'sources[0].type' must be one of debian, docker, oci-archive, docker-archive, dir, got the string \"rpm\"");
+    const e6 = await failure(base + `[partitions]\nusr = "lots"\n`);
+    expect(e6.message).toContain("partitions.usr");
+  });
+
+  it("rejects missing referenced files and folders", async () => {
+    const e = await failure(base.replace('path = "overlay"', 'path = "nope"'));
+    expect(e.message).toContain("'sources[0].path' refers to nope, which is not a folder");
+    const e2 = await failure(base + `[[files]]\npath = "/etc/x"\nsource = "missing.txt"\n`);
+    expect(e2.message).toContain("'files[0].source' refers to missing.txt, which is not a file");
+    const e3 = await failure(base.replace('type = "dir"\npath = "overlay"', 'type = "oci-archive"\npath = "image.tar"'));
+    expect(e3.message).toContain("'sources[0].path' refers to image.tar, which is not a file");
+  });
+
+  it("rejects file destinations that escape the root or are relative", async () => {
+    const e = await failure(base + `[[files]]\npath = "/etc/../../host"\ncontent = "x"\n`);
+    expect(e.message).toContain("files[0].path");
+    expect(e.message).toContain("escape");
+    const e2 = await failure(base + `[[files]]\npath = "etc/motd"\ncontent = "x"\n`);
+    expect(e2.message).toContain("must be an absolute path");
+    const e3 = await failure(base + `[[files]]\npath = "/etc/motd"\n`);
+    expect(e3.message).toContain("give exactly one of `content` or `source`");
+  });
+
+  it("rejects empty and binary spec files", async () => {
+    const e = await failure("");
+    expect(e.message).toMatch(/is empty/);
+    const e2 = await failure("  \n\n");
+    expect(e2.message).toMatch(/is empty/);
+    const bin = Buffer.alloc(4096);
+    bin.write("QFI\xfb", 0, "latin1");
+    const e3 = await failure(bin);
+    expect(e3.message).toMatch(/not a text file/);
+    expect(e3.hint).toMatch(/not a disk image/);
+  });
+
+  it("rejects a spec path that does not exist", async () => {
+    await expect(loadSpec(join(dir, "absent.toml"))).rejects.toThrow(/cannot read image spec .*absent\.toml: ENOENT/);
+  });
+
+  it("checks cross references (groups, duplicate destinations)", async () => {
+    const e = await failure(base + `[[users]]\nname = "core"\nuid = 500\ngroups = ["wheelz"]\n`);
+    expect(e.message).toContain("names group 'wheelz'");
+    const e2 = await failure(base + `[[files]]\npath = "/etc/a"\ncontent = "1"\n[[files]]\npath = "/etc//a"\ncontent = "2"\n`);
+    expect(e2.message).toContain("also written by files[0]");
+  });
+});
+
+describe("helpers", () => {
+  it("parses sizes", () => {
+    expect(parseSize("512MiB")).toBe(512 * 1024 * 1024);
+    expect(parseSize("2GiB")).toBe(2 * 1024 ** 3);
+    expect(parseSize("1.5G")).toBe(1.5 * 1024 ** 3);
+    expect(parseSize(4096)).toBe(4096);
+  });
+  it("finds the nearest key", () => {
+    expect(nearest("verison", ["name", "version", "arch"])).toBe("version");
+    expect(nearest("qqqqqqq", ["name", "version"])).toBeUndefined();
+  });
+  it("lists valid keys through arrays and unions", () => {
+    expect(validKeysAt(["sources", 0], { sources: [{ type: "debian" }] })).toContain("packages");
+    expect(validKeysAt(["sources", 0], { sources: [{ type: "dir" }] })).toEqual(["type", "path"]);
+    expect(validKeysAt(["usr"], {})).toEqual(["filesystem", "compression", "verity_corruption"]);
+  });
+});
