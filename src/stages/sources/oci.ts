@@ -110,7 +110,8 @@ export async function indexArchive(archivePath: string): Promise<ArchiveIndex> {
       members.set(name, {
         name,
         type: h.type ?? "file",
-        offset: (entry as unknown as { offset: number }).offset,
+        // tar-stream records where the member's data starts (after its 512-byte header).
+        offset: (h as unknown as { byteOffset: number }).byteOffset,
         size: h.size ?? 0,
         linkname: h.linkname ?? "",
         sha256: hash.digest("hex"),
@@ -276,6 +277,14 @@ function platformName(d: Descriptor): string {
   return p ? [p.os, p.architecture, p.variant].filter(Boolean).join("/") : "(no platform)";
 }
 
+function chooseOne(index: ArchiveIndex, images: Descriptor[]): UserError {
+  const names = images.flatMap(refNames);
+  return new UserError(`${index.path}: the archive holds ${images.length} images; choose one`, {
+    file: index.path,
+    hint: names.length ? `set ref to one of: ${names.join(", ")}` : "set ref on the content source",
+  });
+}
+
 /** Resolve index.json down to one image manifest descriptor. */
 export function selectManifest(
   index: ArchiveIndex,
@@ -308,24 +317,22 @@ export function selectManifest(
     const images = candidates.filter(
       (d) => d.platform?.os !== "unknown" && d.annotations?.["vnd.docker.reference.type"] !== "attestation-manifest",
     );
+    const distinct = (ds: Descriptor[]) => new Set(ds.map((d) => d.digest)).size;
     let chosen: Descriptor;
-    if (images.length === 1) chosen = images[0];
-    else {
+    if (images.some((d) => d.platform?.os && d.platform?.architecture)) {
       const plat = images.filter((d) => d.platform?.os === want.os && d.platform?.architecture === want.architecture);
-      if (plat.length >= 1 && new Set(plat.map((d) => d.digest)).size === 1) chosen = plat[0];
-      else if (images.length > 1 && new Set(images.map((d) => d.digest)).size === 1) chosen = images[0];
-      else if (plat.length === 0 && images.some((d) => d.platform)) {
+      if (plat.length === 0) {
         throw new UserError(`${index.path}: no ${want.os}/${want.architecture} image in the archive`, {
           file: index.path,
           hint: `platforms present: ${images.map(platformName).join(", ")}`,
         });
-      } else {
-        const names = images.flatMap(refNames);
-        throw new UserError(`${index.path}: the archive holds ${images.length} images; choose one`, {
-          file: index.path,
-          hint: names.length ? `set ref to one of: ${names.join(", ")}` : "set ref on the content source",
-        });
       }
+      if (distinct(plat) !== 1) throw chooseOne(index, plat);
+      chosen = plat[0];
+    } else if (images.length > 0 && distinct(images) === 1) {
+      chosen = images[0];
+    } else {
+      throw chooseOne(index, images);
     }
     const member = blobMember(index, chosen, `manifest`);
     let body: IndexJson & ManifestJson;
