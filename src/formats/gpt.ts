@@ -96,6 +96,13 @@ export interface GptTable {
   partitions: GptPartition[];
   /** Entries in the array (default 128). */
   entryCount?: number;
+  /**
+   * Usable range; default: everything between the entry arrays. Tools differ
+   * (fdisk on 4096-byte sectors starts at LBA 256), so a decoded table keeps
+   * its own range and encodes back byte for byte.
+   */
+  firstUsableLba?: bigint;
+  lastUsableLba?: bigint;
 }
 
 export interface EncodedGpt {
@@ -290,8 +297,13 @@ export function encodeGpt(table: GptTable, diskSizeBytes: bigint | number, secto
   if (!Number.isInteger(entryCount) || entryCount < 1 || entryCount > 65536)
     throw new GptError(`entry count ${entryCount} is out of range (1-65536; 128 is usual)`);
   const es = entrySectors(entryCount, sectorSize);
-  const { firstUsableLba: first, lastUsableLba: last, sectors } = usableRange(size, sectorSize, entryCount);
-  if (last < first) throw new GptError(`a ${size}-byte disk is too small for a GPT`);
+  const range = usableRange(size, sectorSize, entryCount);
+  const sectors = range.sectors;
+  const first = table.firstUsableLba ?? range.firstUsableLba;
+  const last = table.lastUsableLba ?? range.lastUsableLba;
+  if (range.lastUsableLba < range.firstUsableLba) throw new GptError(`a ${size}-byte disk is too small for a GPT`);
+  if (first < range.firstUsableLba || last > range.lastUsableLba || first > last)
+    throw new GptError(`usable range ${first}..${last} overlaps the GPT structures (allowed ${range.firstUsableLba}..${range.lastUsableLba})`);
   validateTable(table, first, last, entryCount);
 
   const entries = encodeEntries(table, entryCount, sectorSize);
