@@ -207,9 +207,11 @@ const ARM_ID = /^\/subscriptions\/([^/]+)\/resourceGroups\/([^/]+)\//i;
 export function parseCluster(json: unknown, file: string, poolsOverride?: { pools: AgentPoolModel[] }): ClusterModel {
   const flat = flattenRest(json);
   if (!isObject(flat)) throw new UserError(`${file}: a managed cluster must be a JSON object`, { file });
-  const r = ClusterInput.safeParse(flat);
+  const o = canonicalKeys(flat, Object.keys(ClusterInput.shape));
+  if (isObject(o.autoUpgradeProfile)) o.autoUpgradeProfile = canonicalKeys(o.autoUpgradeProfile, ["nodeOSUpgradeChannel", "upgradeChannel"]);
+  const r = ClusterInput.safeParse(o);
   if (!r.success) {
-    const { field, text } = issueText(r.error.issues[0]!, flat);
+    const { field, text } = issueText(r.error.issues[0]!, o);
     throw new UserError(`${file}: managed cluster: field '${field}' ${text}`, {
       file,
       hint: "export the cluster with `az aks show -g RG -n NAME -o json` (or GET the managedClusters resource)",

@@ -1,0 +1,167 @@
+# shellcheck shell=bash
+# Part of the scripts `acl aks plan` generates (inlined into rollout.sh / rollback.sh).
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# A change: run it, or print it under --dry-run.
+change() {
+  if [ "$DRY_RUN" = 1 ]; then
+    printf 'would run:'
+    printf ' %q' "$@"
+    printf '\n'
+  else
+    "$@"
+  fi
+}
+
+is_true() { case "$1" in true|True) return 0 ;; *) return 1 ;; esac; }
+
+pool_exists() {
+  local found
+  found="$(az aks nodepool list -g "$RG" --cluster-name "$CLUSTER" --query "[?name=='$1'].name" -o tsv)"
+  [ -n "$found" ]
+}
+
+pool_get() {
+  az aks nodepool show -g "$RG" --cluster-name "$CLUSTER" -n "$1" --query "$2" -o tsv
+}
+
+pool_url() {
+  printf 'https://management.azure.com/subscriptions/%s/resourceGroups/%s/providers/Microsoft.ContainerService/managedClusters/%s/agentPools/%s?api-version=%s' \
+    "$SUBSCRIPTION" "$RG" "$CLUSTER" "$1" "$API_VERSION"
+}
+
+deadline() { printf '%s' "$(( $(date +%s) + WAIT_MINUTES * 60 ))"; }
+
+# Wait until the agent pool's provisioningState is Succeeded.
+wait_pool() {
+  local state until
+  if [ "$DRY_RUN" = 1 ]; then printf 'would wait: agent pool %s provisioningState Succeeded\n' "$1"; return 0; fi
+  until="$(deadline)"
+  while :; do
+    state="$(pool_get "$1" provisioningState)"
+    case "$state" in
+      Succeeded) log "agent pool $1: Succeeded"; return 0 ;;
+      Failed|Canceled) die "agent pool $1 is $state: az aks nodepool show -g $RG --cluster-name $CLUSTER -n $1" ;;
+    esac
+    [ "$(date +%s)" -lt "$until" ] || die "agent pool $1: still $state after $WAIT_MINUTES minutes"
+    sleep "$POLL_SECONDS"
+  done
+}
+
+wait_pool_gone() {
+  local until
+  if [ "$DRY_RUN" = 1 ]; then printf 'would wait: agent pool %s deleted\n' "$1"; return 0; fi
+  until="$(deadline)"
+  while pool_exists "$1"; do
+    [ "$(date +%s)" -lt "$until" ] || die "agent pool $1: not deleted after $WAIT_MINUTES minutes"
+    sleep "$POLL_SECONDS"
+  done
+  log "agent pool $1: deleted"
+}
+
+# "NODE STATUS" lines for the nodes of a pool (STATUS of the Ready condition).
+node_status() {
+  kubectl get nodes -l "$1" -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}'
+}
+
+pool_nodes() {
+  kubectl get nodes -l "kubernetes.azure.com/agentpool=$1" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'
+}
+
+# Wait until the pool has as many Ready nodes as its count and none that is not Ready.
+wait_nodes_ready() {
+  local want lines ready total until
+  if [ "$DRY_RUN" = 1 ]; then printf 'would wait: nodes of agent pool %s Ready\n' "$1"; return 0; fi
+  until="$(deadline)"
+  while :; do
+    want="$(pool_get "$1" count)"
+    lines="$(node_status "kubernetes.azure.com/agentpool=$1")"
+    total="$(printf '%s\n' "$lines" | grep -c . || true)"
+    ready="$(printf '%s\n' "$lines" | grep -c ' True$' || true)"
+    if [ "$ready" -ge "$want" ] && [ "$ready" -eq "$total" ]; then log "agent pool $1: $ready/$want nodes Ready"; return 0; fi
+    [ "$(date +%s)" -lt "$until" ] || die "agent pool $1: $ready of $want nodes Ready after $WAIT_MINUTES minutes"
+    sleep "$POLL_SECONDS"
+  done
+}
+
+# At least one System-mode node must be Ready before any step starts.
+require_system_ready() {
+  local ready
+  ready="$(node_status "kubernetes.azure.com/mode=system" | grep -c ' True$' || true)"
+  [ "$ready" -gt 0 ] || die "no Ready node in any System pool: stopping before the next step (rule: keep-system-pool)"
+}
+
+cordon_pool() {
+  local node
+  local -a nodes
+  mapfile -t nodes < <(pool_nodes "$1")
+  for node in "${nodes[@]}"; do
+    [ -n "$node" ] || continue
+    if is_true "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')"; then
+      log "node $node: already cordoned"
+    else
+      change kubectl cordon "$node"
+    fi
+  done
+}
+
+uncordon_pool() {
+  local node
+  local -a nodes
+  mapfile -t nodes < <(pool_nodes "$1")
+  for node in "${nodes[@]}"; do
+    [ -n "$node" ] || continue
+    if is_true "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')"; then
+      change kubectl uncordon "$node"
+    fi
+  done
+}
+
+# drain_pool POOL DRAIN_TIMEOUT_MINUTES SOAK_MINUTES BATCH_SIZE: BATCH_SIZE nodes per kubectl drain,
+# soaking after each batch.
+drain_pool() {
+  local i
+  local -a nodes all
+  mapfile -t all < <(pool_nodes "$1")
+  nodes=()
+  for i in "${all[@]}"; do [ -z "$i" ] || nodes+=("$i"); done
+  for ((i = 0; i < ${#nodes[@]}; i += $4)); do
+    change kubectl drain "${nodes[@]:i:$4}" --ignore-daemonsets --delete-emptydir-data --timeout="$2m"
+    if [ "$3" -gt 0 ]; then change sleep "$(( $3 * 60 ))"; fi
+  done
+}
+
+delete_pool() {
+  if pool_exists "$1"; then
+    wait_pool "$1"
+    change az aks nodepool delete -g "$RG" --cluster-name "$CLUSTER" -n "$1" --no-wait
+    wait_pool_gone "$1"
+  else
+    log "agent pool $1: already deleted"
+  fi
+}
+
+# put_pool POOL BODY: create or update a pool from a PUT body in this folder.
+put_pool() {
+  [ -f "$HERE/$2" ] || die "missing $HERE/$2: run the script from the folder acl aks plan wrote"
+  change az rest --method put --url "$(pool_url "$1")" --body "@$HERE/$2"
+}
+
+wave_done() {
+  require_system_ready
+  log "wave $1 done"
+  if [ "$MAX_WAVES" -gt 0 ] && [ "$1" -ge "$MAX_WAVES" ]; then
+    log "stopping after wave $1 as asked (--waves $MAX_WAVES); run again without --waves to continue"
+    exit 0
+  fi
+}
+
+preflight() {
+  local state
+  command -v az >/dev/null || die "az (Azure CLI) is not on PATH"
+  command -v kubectl >/dev/null || die "kubectl is not on PATH (az aks install-cli)"
+  state="$(az aks show -g "$RG" -n "$CLUSTER" --query provisioningState -o tsv)"
+  [ "$state" = Succeeded ] || die "cluster $CLUSTER is $state, not Succeeded: wait for the running operation to end"
+  require_system_ready
+}
