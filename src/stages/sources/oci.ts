@@ -12,6 +12,9 @@ import * as tar from "tar-stream";
 import { UserError } from "../../errors.js";
 import { applyLayerTar, type ApplyLayerOptions, type LayerStats } from "./tar-apply.js";
 
+// The docker-archive reader lives in docker.ts; re-exported so both archive kinds come from one place.
+export { applyDockerArchive } from "./docker.js";
+
 export interface ArchiveApplyOptions {
   /** Pick one image when the archive holds several (a ref.name annotation or a RepoTag). */
   ref?: string;

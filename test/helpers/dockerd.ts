@@ -1,0 +1,135 @@
+/**
+ * A real Docker engine for tests: `dockerd` on a private socket, data root and
+ * exec root under /tmp/acl-test-docker-<pid>/, no iptables, no bridge. The
+ * vitest globalSetup (test/setup/dockerd.global.ts) starts one for the whole
+ * run and provides its host to the tests; `testDockerHost()` returns it, or
+ * starts one for this test file when the global setup is not registered.
+ * A missing dockerd is a loud failure, never a skip.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as http from "node:http";
+import * as path from "node:path";
+
+export interface TestDockerd {
+  /** "unix:///tmp/acl-test-docker-PID/docker.sock" */
+  host: string;
+  socketPath: string;
+  dir: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+export const DOCKER_HOST_ENV = "ACL_TEST_DOCKER_HOST";
+const START_TIMEOUT_MS = 90_000;
+const STOP_TIMEOUT_MS = 30_000;
+
+function sbinPath(): string {
+  const p = process.env.PATH ?? "/usr/bin:/bin";
+  return [p, "/usr/local/sbin", "/usr/sbin", "/sbin"].join(":");
+}
+
+/** GET /_ping on a unix socket; resolves true on "OK". */
+export function pingSocket(socketPath: string, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ socketPath, path: "/_ping", timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.on("data", (c) => (body += String(c)));
+      res.on("end", () => resolve(res.statusCode === 200 && body.trim() === "OK"));
+    });
+    req.on("error", () => resolve(false));
+    req.on("timeout", () => {
+      req.destroy();
+      resolve(false);
+    });
+  });
+}
+
+function logTail(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8").trim().split("\n").slice(-25).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+/** Start a private dockerd and wait until it answers _ping. */
+export async function startDockerd(opts: { dir?: string } = {}): Promise<TestDockerd> {
+  const dir = opts.dir ?? `/tmp/acl-test-docker-${process.pid}`;
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(path.join(dir, "data"), { recursive: true });
+  fs.mkdirSync(path.join(dir, "exec"), { recursive: true });
+  const socketPath = path.join(dir, "docker.sock");
+  const configFile = path.join(dir, "daemon.json");
+  fs.writeFileSync(configFile, "{}\n"); // ignore the machine's /etc/docker/daemon.json
+  const logFile = path.join(dir, "dockerd.log");
+  const log = fs.openSync(logFile, "a");
+  const argv = [
+    `--host=unix://${socketPath}`,
+    `--data-root=${path.join(dir, "data")}`,
+    `--exec-root=${path.join(dir, "exec")}`,
+    `--pidfile=${path.join(dir, "dockerd.pid")}`,
+    `--config-file=${configFile}`,
+    "--iptables=false",
+    "--ip6tables=false",
+    "--bridge=none",
+  ];
+  let child: ChildProcess;
+  let spawnError: Error | undefined;
+  child = spawn("dockerd", argv, { stdio: ["ignore", log, log], env: { ...process.env, PATH: sbinPath() } });
+  fs.closeSync(log);
+  child.on("error", (e) => (spawnError = e));
+  let exited: number | null | undefined;
+  child.on("exit", (code) => (exited = code));
+
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    if (spawnError) {
+      throw new Error(
+        `cannot start dockerd (${spawnError.message}): the Docker tests need a real engine; install it with: apt-get install docker.io`,
+      );
+    }
+    if (exited !== undefined) throw new Error(`dockerd exited with code ${exited} during startup; its log:\n${logTail(logFile)}`);
+    if (fs.existsSync(socketPath) && (await pingSocket(socketPath))) break;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`dockerd did not answer _ping within ${START_TIMEOUT_MS / 1000}s; its log:\n${logTail(logFile)}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+
+  const stop = async () => {
+    if (exited !== undefined) return;
+    const done = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), STOP_TIMEOUT_MS);
+    await done;
+    clearTimeout(timer);
+    // Leave no mounts behind before removing the directory.
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  };
+  return { host: `unix://${socketPath}`, socketPath, dir, pid: child.pid!, stop };
+}
+
+/**
+ * The engine for a test file: the one the global setup provides (inject or
+ * the ACL_TEST_DOCKER_HOST variable), else a private one started now and
+ * stopped by the returned function.
+ */
+export async function testDockerHost(): Promise<{ host: string; release: () => Promise<void> }> {
+  let provided: string | undefined;
+  try {
+    const vitest = await import("vitest");
+    provided = (vitest.inject as (k: string) => string | undefined)("aclDockerHost");
+  } catch {
+    provided = undefined;
+  }
+  provided ??= process.env[DOCKER_HOST_ENV];
+  if (provided) {
+    const sock = provided.replace(/^unix:\/\//, "");
+    if (!(await pingSocket(sock))) throw new Error(`the test Docker engine at ${provided} does not answer _ping`);
+    return { host: provided, release: async () => undefined };
+  }
+  const d = await startDockerd({ dir: `/tmp/acl-test-docker-${process.pid}-${Date.now() % 100000}` });
+  return { host: d.host, release: d.stop };
+}
