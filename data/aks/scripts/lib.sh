@@ -16,19 +16,63 @@ change() {
 
 is_true() { case "$1" in true|True) return 0 ;; *) return 1 ;; esac; }
 
+# Every query stores its answer with printf -v and dies itself when the tool
+# fails, so a failed lookup can never be mistaken for "absent" or "not done".
+
+# pool_exists POOL
 pool_exists() {
   local found
-  found="$(az aks nodepool list -g "$RG" --cluster-name "$CLUSTER" --query "[?name=='$1'].name" -o tsv)"
+  found="$(az aks nodepool list -g "$RG" --cluster-name "$CLUSTER" --query "[?name=='$1'].name" -o tsv)" ||
+    die "az aks nodepool list failed for cluster $CLUSTER"
   [ -n "$found" ]
 }
 
+# pool_get VAR POOL QUERY
 pool_get() {
-  az aks nodepool show -g "$RG" --cluster-name "$CLUSTER" -n "$1" --query "$2" -o tsv
+  local out
+  out="$(az aks nodepool show -g "$RG" --cluster-name "$CLUSTER" -n "$2" --query "$3" -o tsv)" ||
+    die "az aks nodepool show failed for agent pool $2"
+  printf -v "$1" '%s' "$out"
+}
+
+# pool_upgrades VAR POOL QUERY (az aks nodepool get-upgrades)
+pool_upgrades() {
+  local out
+  out="$(az aks nodepool get-upgrades -g "$RG" --cluster-name "$CLUSTER" --nodepool-name "$2" --query "$3" -o tsv)" ||
+    die "az aks nodepool get-upgrades failed for agent pool $2"
+  printf -v "$1" '%s' "$out"
 }
 
 pool_url() {
   printf 'https://management.azure.com/subscriptions/%s/resourceGroups/%s/providers/Microsoft.ContainerService/managedClusters/%s/agentPools/%s?api-version=%s' \
     "$SUBSCRIPTION" "$RG" "$CLUSTER" "$1" "$API_VERSION"
+}
+
+# node_status VAR SELECTOR: "NODE READY-STATUS" lines for the nodes matching a label selector.
+node_status() {
+  local out
+  out="$(kubectl get nodes -l "$2" -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}')" ||
+    die "kubectl get nodes -l $2 failed"
+  printf -v "$1" '%s' "$out"
+}
+
+# pool_nodes ARRAY POOL: the names of the pool's nodes.
+pool_nodes() {
+  local out line
+  local -n into="$1"
+  out="$(kubectl get nodes -l "kubernetes.azure.com/agentpool=$2" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')" ||
+    die "kubectl get nodes for agent pool $2 failed"
+  into=()
+  while IFS= read -r line; do
+    [ -z "$line" ] || into+=("$line")
+  done <<<"$out"
+}
+
+# node_cordoned NODE: true when spec.unschedulable is set.
+node_cordoned() {
+  local out
+  out="$(kubectl get node "$1" -o jsonpath='{.spec.unschedulable}')" || die "kubectl get node $1 failed"
+  is_true "$out"
 }
 
 deadline() { printf '%s' "$(( $(date +%s) + WAIT_MINUTES * 60 ))"; }
@@ -39,7 +83,7 @@ wait_pool() {
   if [ "$DRY_RUN" = 1 ]; then printf 'would wait: agent pool %s provisioningState Succeeded\n' "$1"; return 0; fi
   until="$(deadline)"
   while :; do
-    state="$(pool_get "$1" provisioningState)"
+    pool_get state "$1" provisioningState
     case "$state" in
       Succeeded) log "agent pool $1: Succeeded"; return 0 ;;
       Failed|Canceled) die "agent pool $1 is $state: az aks nodepool show -g $RG --cluster-name $CLUSTER -n $1" ;;
@@ -60,23 +104,14 @@ wait_pool_gone() {
   log "agent pool $1: deleted"
 }
 
-# "NODE STATUS" lines for the nodes of a pool (STATUS of the Ready condition).
-node_status() {
-  kubectl get nodes -l "$1" -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}'
-}
-
-pool_nodes() {
-  kubectl get nodes -l "kubernetes.azure.com/agentpool=$1" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'
-}
-
 # Wait until the pool has as many Ready nodes as its count and none that is not Ready.
 wait_nodes_ready() {
   local want lines ready total until
   if [ "$DRY_RUN" = 1 ]; then printf 'would wait: nodes of agent pool %s Ready\n' "$1"; return 0; fi
   until="$(deadline)"
   while :; do
-    want="$(pool_get "$1" count)"
-    lines="$(node_status "kubernetes.azure.com/agentpool=$1")"
+    pool_get want "$1" count
+    node_status lines "kubernetes.azure.com/agentpool=$1"
     total="$(printf '%s\n' "$lines" | grep -c . || true)"
     ready="$(printf '%s\n' "$lines" | grep -c ' True$' || true)"
     if [ "$ready" -ge "$want" ] && [ "$ready" -eq "$total" ]; then log "agent pool $1: $ready/$want nodes Ready"; return 0; fi
@@ -87,18 +122,18 @@ wait_nodes_ready() {
 
 # At least one System-mode node must be Ready before any step starts.
 require_system_ready() {
-  local ready
-  ready="$(node_status "kubernetes.azure.com/mode=system" | grep -c ' True$' || true)"
+  local lines ready
+  node_status lines "kubernetes.azure.com/mode=system"
+  ready="$(printf '%s\n' "$lines" | grep -c ' True$' || true)"
   [ "$ready" -gt 0 ] || die "no Ready node in any System pool: stopping before the next step (rule: keep-system-pool)"
 }
 
 cordon_pool() {
   local node
   local -a nodes
-  mapfile -t nodes < <(pool_nodes "$1")
+  pool_nodes nodes "$1"
   for node in "${nodes[@]}"; do
-    [ -n "$node" ] || continue
-    if is_true "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')"; then
+    if node_cordoned "$node"; then
       log "node $node: already cordoned"
     else
       change kubectl cordon "$node"
@@ -109,12 +144,9 @@ cordon_pool() {
 uncordon_pool() {
   local node
   local -a nodes
-  mapfile -t nodes < <(pool_nodes "$1")
+  pool_nodes nodes "$1"
   for node in "${nodes[@]}"; do
-    [ -n "$node" ] || continue
-    if is_true "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')"; then
-      change kubectl uncordon "$node"
-    fi
+    if node_cordoned "$node"; then change kubectl uncordon "$node"; fi
   done
 }
 
@@ -122,10 +154,8 @@ uncordon_pool() {
 # soaking after each batch.
 drain_pool() {
   local i
-  local -a nodes all
-  mapfile -t all < <(pool_nodes "$1")
-  nodes=()
-  for i in "${all[@]}"; do [ -z "$i" ] || nodes+=("$i"); done
+  local -a nodes
+  pool_nodes nodes "$1"
   for ((i = 0; i < ${#nodes[@]}; i += $4)); do
     change kubectl drain "${nodes[@]:i:$4}" --ignore-daemonsets --delete-emptydir-data --timeout="$2m"
     if [ "$3" -gt 0 ]; then change sleep "$(( $3 * 60 ))"; fi
@@ -161,7 +191,7 @@ preflight() {
   local state
   command -v az >/dev/null || die "az (Azure CLI) is not on PATH"
   command -v kubectl >/dev/null || die "kubectl is not on PATH (az aks install-cli)"
-  state="$(az aks show -g "$RG" -n "$CLUSTER" --query provisioningState -o tsv)"
+  state="$(az aks show -g "$RG" -n "$CLUSTER" --query provisioningState -o tsv)" || die "az aks show failed for cluster $CLUSTER in $RG"
   [ "$state" = Succeeded ] || die "cluster $CLUSTER is $state, not Succeeded: wait for the running operation to end"
   require_system_ready
 }

@@ -1,12 +1,13 @@
 # shellcheck shell=bash
-# Part of the scripts `acl aks plan` generates (inlined into rollout.sh / rollback.sh).
+# Part of the scripts `acl aks plan` generates (inlined into rollback.sh).
 # undo_node_image POOL ORIGINAL_NODE_IMAGE BODY
 undo_node_image() {
   local current recent
-  current="$(pool_get "$1" nodeImageVersion)"
+  pool_get current "$1" nodeImageVersion
   if [ "$current" = "$2" ]; then log "agent pool $1: already on node image $2"; return 0; fi
-  recent="$(az aks nodepool get-upgrades -g "$RG" --cluster-name "$CLUSTER" --nodepool-name "$1" --query 'recentlyUsedVersions[].nodeImageVersion' -o tsv)"
-  printf '%s\n' "$recent" | grep -qxF "$2" || die "agent pool $1: node image $2 is not in the pool's recentlyUsedVersions, AKS cannot roll back to it"
+  pool_upgrades recent "$1" 'recentlyUsedVersions[].nodeImageVersion'
+  printf '%s\n' "$recent" | grep -qxF "$2" ||
+    die "agent pool $1: node image $2 is not in the pool's recentlyUsedVersions, AKS cannot roll back to it"
   wait_pool "$1"
   put_pool "$1" "$3"
   wait_pool "$1"
@@ -16,7 +17,7 @@ undo_node_image() {
 # undo_os_sku POOL ORIGINAL_SKU
 undo_os_sku() {
   local current
-  current="$(pool_get "$1" osSku)"
+  pool_get current "$1" osSku
   if [ "$current" = "$2" ]; then log "agent pool $1: already $2"; return 0; fi
   wait_pool "$1"
   change az aks nodepool update -g "$RG" --cluster-name "$CLUSTER" -n "$1" --os-sku "$2" --no-wait
@@ -26,10 +27,12 @@ undo_os_sku() {
 
 # undo_blue_green OLD NEW OLD_BODY DRAIN_TIMEOUT_MINUTES SOAK_MINUTES AUTOSCALE(0|1) MIN MAX BATCH_SIZE
 undo_blue_green() {
+  local autoscale
   if pool_exists "$1"; then
     wait_pool "$1"
     uncordon_pool "$1"
-    if [ "$6" = 1 ] && ! is_true "$(pool_get "$1" enableAutoScaling)"; then
+    pool_get autoscale "$1" enableAutoScaling
+    if [ "$6" = 1 ] && ! is_true "$autoscale"; then
       change az aks nodepool update -g "$RG" --cluster-name "$CLUSTER" -n "$1" --enable-cluster-autoscaler --min-count "$7" --max-count "$8"
       wait_pool "$1"
     fi
