@@ -28,7 +28,9 @@ export interface VerityWorkerRequest {
 }
 
 export interface VerityWorkerReply {
-  slot: number;
+  /** Sent once, when the worker is listening. */
+  ready?: true;
+  slot?: number;
   error?: string;
 }
 
@@ -55,4 +57,5 @@ if (parentPort) {
       port.postMessage({ slot: req.slot, error: String((e as Error)?.stack ?? e) } satisfies VerityWorkerReply);
     }
   });
+  port.postMessage({ ready: true } satisfies VerityWorkerReply);
 }

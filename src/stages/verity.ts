@@ -44,12 +44,21 @@ export interface AppendVerityOptions {
   hashBlockSize?: number;
   /** Worker threads for the leaf level (default: available cores, at most 8; 0 = hash in this thread). */
   workers?: number;
+  /** Whether the calling thread hashes chunks alongside the workers (default true; false is for tests). */
+  callerHashes?: boolean;
+}
+
+export interface HashOptions {
+  workers?: number;
+  callerHashes?: boolean;
 }
 
 /** Inputs below this size are hashed in the calling thread: starting workers would cost more. */
 const INLINE_LIMIT = 16 * 1024 * 1024;
-/** Bytes handed to a worker per message. */
-const CHUNK_BYTES = 4 * 1024 * 1024;
+/** Bytes per unit of work (a worker message, or one step of the calling thread). */
+const CHUNK_BYTES = 1024 * 1024;
+/** In-flight chunks per worker: one being hashed, the next ones read ahead. */
+const SLOTS_PER_WORKER = 3;
 const MAX_WORKERS = 8;
 
 /**
@@ -72,7 +81,7 @@ export async function appendVerity(file: string, opts: AppendVerityOptions): Pro
     const hashOffset = Math.ceil(size / dbs) * dbs;
     if (hashOffset !== size) await fh.truncate(hashOffset);
     const dataBlocks = hashOffset / dbs;
-    const leaves = await hashLeaves(fh, dataBlocks, dbs, opts.salt, opts.workers);
+    const leaves = await hashLeaves(fh, dataBlocks, dbs, opts.salt, opts);
     const { tree, rootHash } = computeTree(leaves, { salt: opts.salt, dataBlocks, hashBlockSize: hbs });
     const sb = encodeSuperblock({
       version: VERITY_SB_VERSION,
@@ -121,7 +130,7 @@ export type VerifyResult =
  * the data) against recorded values: superblock fields, every stored hash
  * block, and the root hash.
  */
-export async function verifyTree(file: string, info: VerityInfo, opts: { workers?: number } = {}): Promise<VerifyResult> {
+export async function verifyTree(file: string, info: VerityInfo, opts: HashOptions = {}): Promise<VerifyResult> {
   const fh = await openOrExplain(file, "r");
   try {
     const { size } = await fh.stat();
@@ -155,7 +164,7 @@ export async function verifyTree(file: string, info: VerityInfo, opts: { workers
     if (mismatch.length) return { ok: false, reason: `superblock does not match the recorded values: ${mismatch.join("; ")}` };
 
     const salt = sb.salt;
-    const leaves = await hashLeaves(fh, info.dataBlocks, dbs, salt, opts.workers);
+    const leaves = await hashLeaves(fh, info.dataBlocks, dbs, salt, opts);
     const { tree, rootHash } = computeTree(leaves, { salt, dataBlocks: info.dataBlocks, hashBlockSize: hbs });
     const stored = Buffer.alloc(tree.length);
     await readAll(fh, stored, start);
@@ -234,10 +243,11 @@ async function readAll(fh: FileHandle, buf: Uint8Array, position: number): Promi
 }
 
 /** sha256(salt ‖ block) of each of the first `dataBlocks` blocks of the file, concatenated. */
-export async function hashLeaves(fh: FileHandle, dataBlocks: number, blockSize: number, salt: Uint8Array, workers?: number): Promise<Uint8Array> {
+export async function hashLeaves(fh: FileHandle, dataBlocks: number, blockSize: number, salt: Uint8Array, opts: HashOptions = {}): Promise<Uint8Array> {
   const total = dataBlocks * blockSize;
-  const nWorkers = Math.min(workers ?? Math.min(availableParallelism(), MAX_WORKERS), Math.ceil(total / CHUNK_BYTES));
-  if (total <= INLINE_LIMIT || nWorkers <= 0) {
+  const nWorkers = Math.min(opts.workers ?? Math.min(availableParallelism(), MAX_WORKERS), Math.ceil(total / CHUNK_BYTES));
+  const callerHashes = opts.callerHashes ?? true;
+  if ((total <= INLINE_LIMIT && callerHashes) || nWorkers <= 0) {
     const out = Buffer.alloc(dataBlocks * SHA256_DIGEST_SIZE);
     const buf = Buffer.allocUnsafe(Math.min(total, CHUNK_BYTES));
     for (let pos = 0; pos < total; pos += buf.length) {
@@ -248,7 +258,7 @@ export async function hashLeaves(fh: FileHandle, dataBlocks: number, blockSize: 
     }
     return out;
   }
-  return hashLeavesInWorkers(fh, dataBlocks, blockSize, salt, nWorkers);
+  return hashLeavesInWorkers(fh, dataBlocks, blockSize, salt, nWorkers, callerHashes);
 }
 
 function workerUrl(): URL {
@@ -261,30 +271,58 @@ function workerUrl(): URL {
 interface PoolEntry {
   worker: Worker;
   slotViews: Uint8Array[];
+  ready: Promise<void>;
   /** Replies come back in request order, so a FIFO of waiters is enough. */
   pending: { resolve: () => void; reject: (e: Error) => void }[];
 }
 
-async function hashLeavesInWorkers(fh: FileHandle, dataBlocks: number, blockSize: number, salt: Uint8Array, nWorkers: number): Promise<Uint8Array> {
+/**
+ * Chunks are handed out from one counter to the worker threads and to the
+ * calling thread, which hashes too: a worker takes ~50-200 ms to start on a
+ * busy machine, and the calling thread has the work done by then for small
+ * images. Each worker keeps SLOTS_PER_WORKER chunks in flight, so the
+ * calling thread's own hashing (~1 ms per chunk) does not leave them idle.
+ */
+async function hashLeavesInWorkers(
+  fh: FileHandle,
+  dataBlocks: number,
+  blockSize: number,
+  salt: Uint8Array,
+  nWorkers: number,
+  callerHashes: boolean,
+): Promise<Uint8Array> {
   const chunkBlocks = Math.max(1, Math.floor(CHUNK_BYTES / blockSize));
   const chunkBytes = chunkBlocks * blockSize;
   const nChunks = Math.ceil(dataBlocks / chunkBlocks);
   const digests = new SharedArrayBuffer(dataBlocks * SHA256_DIGEST_SIZE);
-  // Two slots per worker: one is hashed while the next one is read.
-  const slotsPerWorker = 2;
   const url = workerUrl();
   const pool: PoolEntry[] = [];
   let failure: Error | undefined;
+  let next = 0;
+  let markAllClaimed!: () => void;
+  const allClaimed = new Promise<void>((resolve) => (markAllClaimed = resolve));
+  /** The next chunk to hash, or -1 when every chunk has been handed out. */
+  const claim = (): number => {
+    if (next >= nChunks) {
+      markAllClaimed();
+      return -1;
+    }
+    return next++;
+  };
   try {
     for (let w = 0; w < nWorkers; w++) {
-      const slots = Array.from({ length: slotsPerWorker }, () => new SharedArrayBuffer(chunkBytes));
+      const slots = Array.from({ length: SLOTS_PER_WORKER }, () => new SharedArrayBuffer(chunkBytes));
       const data: VerityWorkerData = { slots, digests, salt: Uint8Array.from(salt), blockSize };
-      const entry: PoolEntry = { worker: new Worker(url, { workerData: data }), slotViews: slots.map((s) => new Uint8Array(s)), pending: [] };
+      let markReady!: () => void;
+      const ready = new Promise<void>((resolve) => (markReady = resolve));
+      const entry: PoolEntry = { worker: new Worker(url, { workerData: data }), slotViews: slots.map((s) => new Uint8Array(s)), ready, pending: [] };
       const fail = (e: Error): void => {
         failure ??= e;
+        markReady();
         for (const p of entry.pending.splice(0)) p.reject(e);
       };
       entry.worker.on("message", (m: VerityWorkerReply) => {
+        if (m.ready) return markReady();
         const p = entry.pending.shift();
         if (!m.error) return p?.resolve();
         const e = new Error(`verity worker failed: ${m.error}`);
@@ -292,17 +330,17 @@ async function hashLeavesInWorkers(fh: FileHandle, dataBlocks: number, blockSize
         fail(e);
       });
       entry.worker.on("error", fail);
-      entry.worker.on("exit", (code) => {
-        if (entry.pending.length) fail(new Error(`verity worker exited with code ${code}`));
-      });
+      entry.worker.on("exit", (code) => fail(new Error(`verity worker exited early with code ${code}`)));
       pool.push(entry);
     }
-    let next = 0;
-    const feed = async (entry: PoolEntry, slot: number): Promise<void> => {
+
+    const feedWorker = async (entry: PoolEntry, slot: number): Promise<void> => {
+      // A worker that is still starting when the work runs out is not waited for.
+      await Promise.race([entry.ready, allClaimed]);
       for (;;) {
         if (failure) throw failure;
-        const c = next++;
-        if (c >= nChunks) return;
+        const c = claim();
+        if (c < 0) return;
         const firstBlock = c * chunkBlocks;
         const count = Math.min(chunkBlocks, dataBlocks - firstBlock);
         await readAll(fh, entry.slotViews[slot]!.subarray(0, count * blockSize), firstBlock * blockSize);
@@ -312,11 +350,29 @@ async function hashLeavesInWorkers(fh: FileHandle, dataBlocks: number, blockSize
         });
       }
     };
-    await Promise.all(pool.flatMap((entry) => Array.from({ length: slotsPerWorker }, (_, slot) => feed(entry, slot))));
+    const hashHere = async (): Promise<void> => {
+      const out = new Uint8Array(digests);
+      const buf = Buffer.allocUnsafe(chunkBytes);
+      while (!failure) {
+        const c = claim();
+        if (c < 0) return;
+        const firstBlock = c * chunkBlocks;
+        const count = Math.min(chunkBlocks, dataBlocks - firstBlock);
+        const view = buf.subarray(0, count * blockSize);
+        await readAll(fh, view, firstBlock * blockSize);
+        hashBlocksInto(view, blockSize, salt, out, firstBlock * SHA256_DIGEST_SIZE);
+      }
+    };
+    await Promise.all([...(callerHashes ? [hashHere()] : []), ...pool.flatMap((entry) => Array.from({ length: SLOTS_PER_WORKER }, (_, slot) => feedWorker(entry, slot)))]);
     if (failure) throw failure;
     return new Uint8Array(digests);
   } finally {
-    await Promise.all(pool.map((p) => p.worker.terminate()));
+    // A worker still booting would hold up an awaited terminate(); let it finish in the background.
+    for (const p of pool) {
+      p.worker.removeAllListeners("exit");
+      p.worker.unref();
+      p.worker.terminate().catch(() => undefined);
+    }
   }
 }
 

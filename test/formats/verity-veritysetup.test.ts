@@ -149,18 +149,22 @@ describe("appendVerity output checked by veritysetup", () => {
     expect(await verifyTree(file, info)).toEqual({ ok: true });
   });
 
-  it("worker threads and the in-thread path give veritysetup's exact bytes on a 20 MiB image", async () => {
+  it("worker threads, the calling thread, and both together give veritysetup's exact bytes on a 20 MiB image", async () => {
     const size = 20 * 1024 * 1024 + 4096 * 3;
     const data = pseudoRandom("workers", size);
     const salt = deriveSalt("workers", "7");
     const uuid = deriveUuid("workers", "7");
     const ours = join(dir, "w-ours.img");
     const inline = join(dir, "w-inline.img");
+    const mixed = join(dir, "w-mixed.img");
     const theirs = join(dir, "w-theirs.img");
-    for (const f of [ours, inline, theirs]) writeFileSync(f, data);
-    const a = await appendVerity(ours, { salt, uuid, workers: 2 });
+    for (const f of [ours, inline, mixed, theirs]) writeFileSync(f, data);
+    // Workers only: every leaf digest comes from verity-worker.
+    const a = await appendVerity(ours, { salt, uuid, workers: 2, callerHashes: false });
     const b = await appendVerity(inline, { salt, uuid, workers: 0 });
+    const c = await appendVerity(mixed, { salt, uuid, workers: 1 });
     expect(b).toEqual(a);
+    expect(c).toEqual(a);
     const fmt = veritysetup([
       "format", "--hash=sha256", "--data-block-size=4096", "--hash-block-size=4096",
       `--data-blocks=${size / 4096}`, `--hash-offset=${size}`, `--salt=${salt.toString("hex")}`, `--uuid=${uuid}`,
@@ -171,6 +175,7 @@ describe("appendVerity output checked by veritysetup", () => {
     const t = readFileSync(theirs);
     expect(readFileSync(ours).equals(t)).toBe(true);
     expect(readFileSync(inline).equals(t)).toBe(true);
+    expect(readFileSync(mixed).equals(t)).toBe(true);
   });
 
   it("refuses an empty or missing file with a UserError naming it", async () => {
@@ -232,7 +237,7 @@ describe("veritysetup format output read by our code", () => {
       rootHash, salt, hashOffset: blocks * 4096, dataBlocks: blocks, dataBlockSize: 4096, hashBlockSize: 4096,
       algorithm: "sha256", hashType: 1, uuid,
     };
-    expect(await verifyTree(file, info, { workers: 2 })).toEqual({ ok: true });
+    expect(await verifyTree(file, info, { workers: 2, callerHashes: false })).toEqual({ ok: true });
     const copy = join(dir, "vs-copy.img");
     copyFileSync(file, copy);
     flipByte(copy, 16999 * 4096);
