@@ -99,8 +99,10 @@ function flattenRest(v: unknown): unknown {
   const o = v as Record<string, unknown>;
   const props = o.properties;
   if (!props || typeof props !== "object" || Array.isArray(props)) return o;
-  const { properties: _p, ...top } = o;
-  return { ...top, ...(props as Record<string, unknown>) };
+  const { properties: _p, type, ...top } = o;
+  // the resource type never overrides the pool's own `type` property
+  const keepType = typeof type === "string" && !type.includes("/") ? { type } : {};
+  return { ...top, ...keepType, ...(props as Record<string, unknown>) };
 }
 
 /**
@@ -139,6 +141,14 @@ export function parseAgentPool(json: unknown, file: string, index: number): Agen
     throw new UserError(`${file}: agent pool #${index + 1} is not a JSON object`, { file });
   }
   const o = canonicalKeys(flat, POOL_KEYS);
+  // `type` at the top of a REST object or in az output is the resource type
+  // ("Microsoft.ContainerService/managedClusters/agentPools"); az prints the
+  // pool's own type (VirtualMachineScaleSets, …) as typePropertiesType.
+  if (typeof o.type === "string" && o.type.includes("/")) delete o.type;
+  if (o.typePropertiesType !== undefined) {
+    o.type = o.typePropertiesType;
+    delete o.typePropertiesType;
+  }
   if (isObject(o.upgradeSettings)) o.upgradeSettings = canonicalKeys(o.upgradeSettings, UPGRADE_KEYS);
   if (isObject(o.securityProfile)) o.securityProfile = canonicalKeys(o.securityProfile, SECURITY_KEYS);
   const label = typeof o.name === "string" ? `agent pool '${o.name}'` : `agent pool #${index + 1}`;

@@ -211,7 +211,7 @@ export function planMigration(cluster: ClusterModel, image: PlanImage, options: 
     { v: versionOf(target.minKubernetesVersion, `image '${image.name}' aks.minKubernetesVersion`), text: target.minKubernetesVersion, why: `image ${image.name} ${image.version} needs` },
   ];
   if (isAcl) floors.push({ v: versionOf(ACL_MIN_KUBERNETES, "ACL minimum"), text: ACL_MIN_KUBERNETES, why: "Azure Container Linux needs" });
-  const floor = floors.reduce((a, b) => (compareVersions(b.v, a.v) > 0 ? b : a));
+  const floor = floors.reduce((a, b) => (compareVersions(b.v, a.v) >= 0 ? b : a));
 
   const decisions = new Map<string, Decision>();
   for (const p of cluster.pools) decisions.set(p.name, decide(p, target, opts));
