@@ -19,6 +19,7 @@ import { Manifest } from "../../src/pipeline/manifest.js";
 import { inspectDisk, type InspectResult } from "../../src/services/inspect.js";
 import { assembleDisk, diskTools, type AssembleDiskOptions, type AssembleDiskResult } from "../../src/stages/disk.js";
 import { deriveGuid, MiB, USR_A_PARTUUID, USR_B_PARTUUID } from "../../src/stages/disk-layout.js";
+import { acl } from "../helpers/cli.js";
 import { makeUsrPayload, type TestPayload } from "./usr-payload.js";
 
 const EPOCH = 1_700_000_000;
@@ -254,6 +255,23 @@ describe("inspect", () => {
       expect(i).toContain(`Partition unique GUID: ${part.partGuid}`);
       expect(i).toContain(`Attribute flags: ${part.attributes}`);
     }
+  });
+
+  it("is what `acl inspect DISK --json` prints, and the human table shows the rows and the root hash", async () => {
+    const j = await acl(["inspect", file(r1, "disk-vhd"), "--json"]);
+    expect(j.exitCode).toBe(0);
+    const v = JSON.parse(j.stdout) as InspectResult;
+    expect(v.partitions).toEqual(raw.partitions);
+    expect(v.format).toBe("vhd");
+    const h = await acl(["inspect", file(r1, "disk-raw")]);
+    expect(h.exitCode).toBe(0);
+    expect(h.stdout).toContain(`Disk identifier (GUID): ${raw.diskGuid}`);
+    expect(h.stdout).toMatch(/^\s+3\s+\d+\s+\d+\s+8\.0 MiB\s+0101000000000000\s+USR-A$/m);
+    expect(h.stdout).toContain(`verity root hash: ${payload.rootHash}`);
+    expect(h.stdout).toContain("Boots next: 3 USR-A");
+    const bad = await acl(["inspect", join(dir, "missing.raw")]);
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toMatch(/^error: cannot open disk image .*missing\.raw: ENOENT\nhint: /m);
   });
 
   it("fails clearly on a file that is not a disk image", async () => {
