@@ -27,20 +27,34 @@ export interface IsaAuditResult {
 
 export const MAX_LISTED_FILES = 50;
 
-/** A ByteSource over an open file descriptor (synchronous positional reads). */
+/** Bytes read up front: ELF header, program headers and .note.gnu.property sit in the first page. */
+const HEAD_BYTES = 4096;
+
+function preadFully(fd: number, buf: Buffer, offset: number): number {
+  let done = 0;
+  while (done < buf.length) {
+    const n = readSync(fd, buf, done, buf.length - done, offset + done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done;
+}
+
+/**
+ * A ByteSource over an open file descriptor: the first page is read once and
+ * served from memory, anything else with a positional read.
+ */
 export function fdSource(fd: number, size: number): ByteSource {
+  const head = Buffer.allocUnsafe(Math.min(size, HEAD_BYTES));
+  const headLen = preadFully(fd, head, 0);
   return {
     size,
     read(offset, length) {
       if (offset < 0 || offset >= size || length <= 0) return new Uint8Array(0);
-      const buf = Buffer.allocUnsafe(Math.min(length, size - offset));
-      let done = 0;
-      while (done < buf.length) {
-        const n = readSync(fd, buf, done, buf.length - done, offset + done);
-        if (n === 0) break;
-        done += n;
-      }
-      return buf.subarray(0, done);
+      const want = Math.min(length, size - offset);
+      if (offset + want <= headLen) return head.subarray(offset, offset + want);
+      const buf = Buffer.allocUnsafe(want);
+      return buf.subarray(0, preadFully(fd, buf, offset));
     },
   };
 }

@@ -5,8 +5,9 @@
  * `verifyTree` re-checks such a file (for `acl inspect` / `acl verify`).
  *
  * The leaf level (one sha256 per 4 KiB data block) is the heavy part: it is
- * hashed by worker threads fed through shared buffers; the upper levels are a
- * 128th of that and are done in the calling thread by the codec.
+ * hashed by worker threads fed through shared buffers, with the calling
+ * thread taking chunks too; the upper levels are a 128th of that and are done
+ * in the calling thread by the codec (src/formats/verity.ts).
  */
 import { open, type FileHandle } from "node:fs/promises";
 import { existsSync } from "node:fs";
@@ -37,20 +38,20 @@ import type { VerityWorkerData, VerityWorkerReply, VerityWorkerRequest } from ".
 
 export { deriveSalt, deriveUuid } from "../formats/verity.js";
 
-export interface AppendVerityOptions {
-  salt: Buffer;
-  uuid: string;
-  dataBlockSize?: number;
-  hashBlockSize?: number;
+export interface HashOptions {
   /** Worker threads for the leaf level (default: available cores, at most 8; 0 = hash in this thread). */
   workers?: number;
   /** Whether the calling thread hashes chunks alongside the workers (default true; false is for tests). */
   callerHashes?: boolean;
 }
 
-export interface HashOptions {
-  workers?: number;
-  callerHashes?: boolean;
+export interface AppendVerityOptions extends HashOptions {
+  /** Use deriveSalt(name, version). At most 256 bytes. */
+  salt: Buffer;
+  /** Superblock UUID; use deriveUuid(name, version). */
+  uuid: string;
+  dataBlockSize?: number;
+  hashBlockSize?: number;
 }
 
 /** Inputs below this size are hashed in the calling thread: starting workers would cost more. */
