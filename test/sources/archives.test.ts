@@ -170,6 +170,32 @@ describe("oci-archive", () => {
     expect((err as UserError).hint).toMatch(/stable/);
   });
 
+  it("asks for a ref when index.json holds several images", async () => {
+    const a = ociImage([await makeTar([{ name: "a", data: "a" }])]);
+    const b = ociImage([await makeTar([{ name: "b", data: "b" }])]);
+    const desc = (img: typeof a, ref: string) => ({
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      digest: img.manifestDigest,
+      size: img.manifestSize,
+      annotations: { "org.opencontainers.image.ref.name": ref },
+    });
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, manifests: [desc(a, "one"), desc(b, "two")] }));
+    const blobs = [...a.blobs, ...b.blobs].map(([hex, data]) => ({ name: `blobs/sha256/${hex}`, data }));
+    const file = write(
+      "two.tar",
+      await makeTar([
+        { name: "oci-layout", data: JSON.stringify({ imageLayoutVersion: "1.0.0" }) },
+        { name: "index.json", data: index },
+        ...blobs,
+      ]),
+    );
+    const err = await applyOciArchive(file, root).catch((e: unknown) => e);
+    expect((err as UserError).message).toMatch(/two\.tar: the archive holds 2 images; choose one/);
+    expect((err as UserError).hint).toBe("set ref to one of: one, two");
+    expect((await applyOciArchive(file, root, { ref: "two" })).digest).toBe(b.manifestDigest);
+    expect(fs.readdirSync(root)).toEqual(["b"]);
+  });
+
   it("refuses an escaping layer with the archive, layer and entry named", async () => {
     const img = ociImage([await makeTar([{ name: "../../escape", data: "x" }])]);
     const file = write("evil.tar", await ociArchive(img));

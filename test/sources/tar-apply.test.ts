@@ -117,6 +117,42 @@ describe("applyLayerTar: entry kinds and metadata", () => {
     expect(xattrs(root)["d/f"]).toEqual({ "user.k": "ff00fe" });
   });
 
+  it("keeps a file capability (binary security.capability) readable by the real getcap", async () => {
+    // VFS_CAP_REVISION_2 | effective, permitted = cap_setuid (bit 7: byte 0x80) + cap_net_raw (bit 13).
+    const cap = Buffer.alloc(20);
+    cap.writeUInt32LE(0x02000001, 0);
+    cap.writeUInt32LE((1 << 7) | (1 << 13), 4);
+    await apply([{ name: "usr/bin/ping", data: "ping", mode: 0o755, uid: 0, gid: 0, xattrs: { "security.capability": cap } }]);
+    const out = execFileSync("getcap", [r("usr/bin/ping")], { encoding: "utf8" });
+    expect(out).toMatch(/cap_setuid,cap_net_raw=ep/);
+  });
+
+  it("handles a long name with xattrs and two PAX headers in a row like tar-stream does", async () => {
+    const long = `d/${"x".repeat(150)}`;
+    await apply([
+      { name: long, data: "long", xattrs: { "user.first": "1" } },
+      { name: "after", data: "a", xattrs: { "user.second": "2" } },
+      { name: "plain", data: "p" },
+    ]);
+    expect(fs.readFileSync(r(long), "utf8")).toBe("long");
+    const x = xattrs(root);
+    // tar-stream's own PAX header (for the long path) follows ours and replaces it.
+    expect(x[long]).toBeUndefined();
+    expect(x["after"]).toEqual({ "user.second": "32" });
+    expect(x["plain"]).toBeUndefined();
+  });
+
+  it("hard-links a symlink itself, never its target", async () => {
+    await apply([
+      { name: "s", type: "symlink", linkname: path.join(outside, "sentinel") },
+      { name: "h", type: "link", linkname: "s" },
+    ]);
+    expect(fs.lstatSync(r("h")).isSymbolicLink()).toBe(true);
+    expect(fs.lstatSync(r("h")).ino).toBe(fs.lstatSync(r("s")).ino);
+    expect(fs.statSync(path.join(outside, "sentinel")).nlink).toBe(1);
+    outsideUntouched();
+  });
+
   it("replaces a symlink or a hard link instead of writing through it", async () => {
     fs.writeFileSync(path.join(outside, "victim"), "victim");
     await apply([

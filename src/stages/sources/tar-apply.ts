@@ -221,6 +221,8 @@ class PaxTap extends Transform {
   private paxPad = 0;
   /** `size` from the last local PAX header, applied to the next entry. */
   private nextSize: number | null = null;
+  /** A local PAX header was seen and its entry has not come yet. */
+  private paxPending = false;
 
   takePax(): Map<string, Buffer> | undefined {
     return this.queue.shift();
@@ -270,6 +272,10 @@ class PaxTap extends Transform {
     let size = parseTarNumber(h.subarray(124, 136));
     const padded = (s: number) => Math.ceil(s / TAR_BLOCK) * TAR_BLOCK;
     if (typeflag === "x") {
+      // Like tar-stream, a second PAX header before the entry replaces the first.
+      if (this.paxPending) this.queue.pop();
+      this.paxPending = true;
+      this.nextSize = null;
       this.pax = [];
       this.paxLeft = size;
       this.paxPad = padded(size) - size;
@@ -283,6 +289,7 @@ class PaxTap extends Transform {
       this.skip = padded(size);
       return;
     }
+    this.paxPending = false;
     if (this.nextSize !== null) {
       size = this.nextSize;
       this.nextSize = null;
