@@ -20,6 +20,10 @@ import type { Manifest } from "../pipeline/manifest.js";
 import { deriveGuid, layoutTable, MiB, planDiskLayout, type DiskLayout, type DiskSizes, type LayoutPartition } from "./disk-layout.js";
 
 export type DiskFormat = "raw" | "qcow2" | "vhd";
+/**
+ * The manifest's `disk` record: LBAs in sectors of `sectorSize`, attributes as
+ * 16 hex digits (as `sgdisk -i` prints them), `used` = payload bytes in a /usr slot.
+ */
 export type DiskInfo = NonNullable<Manifest["disk"]>;
 
 export const DISK_FILE_NAMES: Readonly<Record<DiskFormat, string>> = { raw: "disk.raw", qcow2: "disk.qcow2", vhd: "disk.vhd" };
@@ -260,6 +264,22 @@ async function makeEsp(img: string, part: LayoutPartition, opts: AssembleDiskOpt
       file: opts.espDir,
       hint: "put only regular files and directories on the ESP",
     });
+  // FAT compares names case-insensitively and forbids some characters; mtools
+  // would ask on stdin about a clash, so refuse such trees up front
+  const seen = new Map<string, string>();
+  for (const rel of [...tree.dirs, ...tree.files]) {
+    const base = rel.slice(rel.lastIndexOf("/") + 1);
+    if (/[\x00-\x1f"*:<>?\\|]/.test(base))
+      throw new UserError(`ESP file name '${rel}' has a character FAT cannot store (one of " * : < > ? \\ | or a control character)`, {
+        file: opts.espDir,
+        hint: "rename the file in the ESP tree",
+      });
+    const key = rel.toLowerCase();
+    const other = seen.get(key);
+    if (other !== undefined)
+      throw new UserError(`ESP names '${other}' and '${rel}' differ only in case, which FAT cannot tell apart`, { file: opts.espDir, hint: "rename one of them" });
+    seen.set(key, rel);
+  }
   if (tree.bytes > part.sizeBytes * 0.95)
     throw new UserError(`the ESP content (${mib(tree.bytes)}) does not fit the ${mib(part.sizeBytes)} EFI-SYSTEM partition`, {
       file: opts.espDir,
@@ -275,6 +295,7 @@ async function makeEsp(img: string, part: LayoutPartition, opts: AssembleDiskOpt
   }
   for (const [d, list] of groups) {
     await tool(["mcopy", "-i", img, "-Q", ...list, d ? target(d) + "/" : "::/"], {
+      input: "", // never wait at a prompt
       hint: "the ESP may be too small for its content, or two names differ only in case",
     });
   }

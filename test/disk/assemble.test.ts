@@ -200,9 +200,14 @@ describe("assembleDisk", () => {
     expect((err as UserError).hint).toMatch(/at least 9 MiB/);
   });
 
-  it("rejects an ESP too small for FAT32 and a missing payload, naming the key or file", async () => {
+  it("rejects an ESP too small for FAT32, a missing payload and ESP names FAT cannot tell apart", async () => {
     await expect(assembleDisk({ ...opts(4), sizes: { ...SIZES, espMiB: 16 } })).rejects.toThrow(/'espMiB' is 16; it must be a whole number of MiB, at least 34/);
     await expect(assembleDisk({ ...opts(4), usrPayload: join(dir, "nope") })).rejects.toThrow(/USR payload .*nope does not exist/);
+    const clash = join(dir, "esp-clash");
+    await mkdir(join(clash, "EFI"), { recursive: true });
+    await writeFile(join(clash, "EFI/a.efi"), "1");
+    await writeFile(join(clash, "EFI/A.EFI"), "2");
+    await expect(assembleDisk({ ...opts(5), espDir: clash })).rejects.toThrow(/ESP names 'EFI\/A\.EFI' and 'EFI\/a\.efi' differ only in case/);
   });
 });
 
