@@ -1,0 +1,189 @@
+/**
+ * The only module that starts QEMU. One call boots one VM: TCG (KVM hangs on
+ * the machines this was built on), serial console on stdout, read live,
+ * time-stamped and written to a log file; a hard timeout kills QEMU; a set of
+ * "stop" patterns (a kernel panic, say) end the run early without waiting
+ * for the timeout. Disks are always copy-on-write overlays, so a boot never
+ * changes the build output.
+ */
+import { execa, type ResultPromise } from "execa";
+import { createWriteStream } from "node:fs";
+import { copyFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { run } from "./exec.js";
+import { UserError } from "../errors.js";
+
+export const QEMU_BINARY = "qemu-system-x86_64";
+export const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd";
+export const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS.fd";
+
+export type Firmware = "uefi" | "direct";
+
+export interface QemuBootOptions {
+  /** Disk image to boot (usually a per-run qcow2 overlay). */
+  disk: string;
+  diskFormat: "qcow2" | "raw";
+  cpu: string;
+  firmware: Firmware;
+  /** Direct-kernel boot (firmware "direct"). */
+  kernel?: string;
+  initrd?: string;
+  append?: string;
+  /** UEFI: per-run writable copy of the OVMF variable store (made by prepareOvmfVars). */
+  ovmfVars?: string;
+  /** SMBIOS type 11 vendor strings (seen by the guest in /sys/firmware/dmi/entries/11-*). */
+  smbiosStrings?: string[];
+  memoryMiB?: number;
+  smp?: number;
+  accel?: "tcg" | "kvm";
+  serialLog: string;
+  timeoutMs: number;
+  /** End the run as soon as a console line matches (after `graceMs`, to catch trailing lines). */
+  stopOn?: RegExp[];
+  graceMs?: number;
+  /** Called for each console line with milliseconds since QEMU started. */
+  onLine?: (line: string, ms: number) => void;
+}
+
+export interface QemuBootResult {
+  argv: string[];
+  /** QEMU's exit code; null when it was killed. */
+  exitCode: number | null;
+  timedOut: boolean;
+  /** The stop pattern that ended the run, if one did. */
+  stoppedBy?: string;
+  durationMs: number;
+  /** Console lines with their time since start. */
+  lines: { ms: number; text: string }[];
+  stderr: string;
+}
+
+/** Build QEMU's argv for a boot (pure; exported for tests and for showing a reproducible command). */
+export function qemuArgv(o: QemuBootOptions): string[] {
+  const a = [
+    QEMU_BINARY,
+    "-machine", "q35",
+    "-accel", o.accel ?? "tcg",
+    "-cpu", o.cpu,
+    "-smp", String(o.smp ?? 2),
+    "-m", String(o.memoryMiB ?? 1024),
+    "-net", "none",
+    "-no-reboot",
+    "-display", "none",
+    "-vga", "none",
+    "-monitor", "none",
+    "-parallel", "none",
+    "-serial", "stdio",
+    "-drive", `file=${o.disk},format=${o.diskFormat},if=virtio,cache=unsafe`,
+  ];
+  for (const s of o.smbiosStrings ?? []) {
+    if (s.includes(",")) throw new UserError(`SMBIOS string '${s}' must not contain a comma`);
+    a.push("-smbios", `type=11,value=${s}`);
+  }
+  if (o.firmware === "uefi") {
+    if (!o.ovmfVars) throw new UserError("UEFI boot needs a per-run copy of OVMF_VARS.fd");
+    a.push(
+      "-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
+      "-drive", `if=pflash,format=raw,unit=1,file=${o.ovmfVars}`,
+    );
+  } else {
+    if (!o.kernel || !o.initrd || o.append === undefined) throw new UserError("direct boot needs a kernel, an initramfs and a command line");
+    a.push("-kernel", o.kernel, "-initrd", o.initrd, "-append", o.append);
+  }
+  return a;
+}
+
+/** A qcow2 overlay on top of `base` (absolute backing path), so the run never writes the base. */
+export async function createOverlay(base: string, overlay: string, baseFormat: "raw" | "qcow2" = "raw"): Promise<void> {
+  await run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", baseFormat, "-b", resolve(base), overlay], {
+    hint: "qemu-img comes from qemu-utils",
+  });
+}
+
+/** Per-run writable copy of the OVMF variable store. */
+export async function prepareOvmfVars(dest: string): Promise<void> {
+  await copyFile(OVMF_VARS, dest).catch(() => {
+    throw new UserError(`${OVMF_VARS} is missing`, { hint: "apt-get install ovmf" });
+  });
+}
+
+/** Read one byte of a disk image at a guest offset (through the block layer, works on overlays). */
+export async function readByte(image: string, format: "qcow2" | "raw", offset: number): Promise<number> {
+  const r = await run(["qemu-io", "-f", format, "-c", `read -v ${offset} 1`, image]);
+  const m = /^[0-9a-f]+:\s+([0-9a-f]{2})/m.exec(r.stdout);
+  if (!m) throw new UserError(`qemu-io read at ${offset} gave no bytes: ${r.stdout.trim()}`);
+  return parseInt(m[1]!, 16);
+}
+
+/** Write one byte into a disk image at a guest offset (qcow2 overlays keep the base intact). */
+export async function writeByte(image: string, format: "qcow2" | "raw", offset: number, value: number): Promise<void> {
+  await run(["qemu-io", "-f", format, "-c", `write -P ${value} ${offset} 1`, image]);
+}
+
+export async function bootQemu(o: QemuBootOptions): Promise<QemuBootResult> {
+  const argv = qemuArgv(o);
+  const log = createWriteStream(o.serialLog);
+  const lines: QemuBootResult["lines"] = [];
+  const t0 = performance.now();
+  let timedOut = false;
+  let stoppedBy: string | undefined;
+  let child: ResultPromise;
+  try {
+    child = execa(argv[0]!, argv.slice(1), {
+      reject: false,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      buffer: { stdout: false, stderr: true },
+      env: { LC_ALL: "C" },
+    });
+  } catch (e) {
+    log.end();
+    throw e;
+  }
+  let pending = "";
+  const flushLine = (raw: string) => {
+    // OVMF and the kernel paint with escape sequences and CRs: keep the text
+    // eslint-disable-next-line no-control-regex
+    const text = raw.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "");
+    const ms = Math.round(performance.now() - t0);
+    lines.push({ ms, text });
+    log.write(`${(ms / 1000).toFixed(3).padStart(8)} ${text}\n`);
+    o.onLine?.(text, ms);
+    if (!stoppedBy && o.stopOn?.some((re) => re.test(text))) {
+      stoppedBy = o.stopOn.find((re) => re.test(text))!.source;
+      setTimeout(() => child.kill("SIGKILL"), o.graceMs ?? 1500);
+    }
+  };
+  child.stdout!.setEncoding("latin1");
+  child.stdout!.on("data", (chunk: string) => {
+    pending += chunk;
+    let i: number;
+    while ((i = pending.indexOf("\n")) >= 0) {
+      flushLine(pending.slice(0, i));
+      pending = pending.slice(i + 1);
+    }
+  });
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, o.timeoutMs);
+  const r = await child;
+  clearTimeout(timer);
+  if (pending) flushLine(pending);
+  await new Promise<void>((res) => log.end(res));
+  const durationMs = Math.round(performance.now() - t0);
+  const stderr = String(r.stderr ?? "");
+  if ((r as { code?: string }).code === "ENOENT") {
+    throw new UserError(`${QEMU_BINARY} is not installed`, { hint: "apt-get install qemu-system-x86" });
+  }
+  return {
+    argv,
+    exitCode: timedOut || stoppedBy || r.isTerminated ? null : (r.exitCode ?? null),
+    timedOut: timedOut && !stoppedBy,
+    stoppedBy,
+    durationMs,
+    lines,
+    stderr,
+  };
+}

@@ -1,0 +1,53 @@
+import { Args, Flags } from "@oclif/core";
+import { AclCommand } from "../lib/base-command.js";
+import { DEFAULT_PARALLEL, DEFAULT_TIMEOUT_SEC, runBootTest, type BootTestResult } from "../services/boot-test.js";
+
+export default class BootTest extends AclCommand<BootTestResult> {
+  static override description =
+    "Boot a built image under QEMU (TCG) on CPU models at and below its x86-64 level, with UEFI (OVMF + systemd-boot + UKI) and direct-kernel boots, and judge what the guest printed on its serial console";
+
+  static override examples = [
+    "<%= config.bin %> boot-test out/minimal",
+    "<%= config.bin %> boot-test out/minimal --cpu Haswell-v4 --cpu Nehalem --firmware uefi",
+    "<%= config.bin %> boot-test out/container-host --case boot --junit out/boot.xml --keep-logs out/boot-logs",
+  ];
+
+  static override args = {
+    outDir: Args.string({ description: "output folder of `acl build` (holds manifest.json)", required: true }),
+  };
+
+  static override flags = {
+    cpu: Flags.string({ description: "QEMU CPU model (repeatable; default: the image level's model and the one just below, from qemu/cpu-models.json)", multiple: true }),
+    firmware: Flags.string({ description: "boot path (repeatable; default: uefi and direct at the image's level, direct below it)", options: ["uefi", "direct"], multiple: true }),
+    case: Flags.string({ description: "test case from qemu/cases (repeatable; default: all)", multiple: true }),
+    timeout: Flags.integer({ description: "seconds before a boot is killed", default: DEFAULT_TIMEOUT_SEC, min: 10 }),
+    parallel: Flags.integer({ description: "boots at once", default: DEFAULT_PARALLEL, min: 1 }),
+    junit: Flags.string({ description: "write a JUnit XML report to this file" }),
+    "keep-logs": Flags.string({ description: "copy each boot's serial log into this folder" }),
+  };
+
+  async run(): Promise<BootTestResult> {
+    const { args, flags } = await this.parse(BootTest);
+    const r = await runBootTest({
+      outDir: args.outDir,
+      cpus: flags.cpu,
+      firmware: flags.firmware as ("uefi" | "direct")[] | undefined,
+      cases: flags.case,
+      timeoutSec: flags.timeout,
+      parallel: flags.parallel,
+      junitFile: flags.junit,
+      keepLogsDir: flags["keep-logs"],
+      reporter: this.reporter(),
+    });
+    if (!this.jsonEnabled()) {
+      this.log(`boot-test ${r.image.name} ${r.image.version} (${r.image.microarch})`);
+      for (const x of r.runs) {
+        const t = `${(x.durationMs / 1000).toFixed(1)} s`.padStart(7);
+        this.log(`  ${x.passed ? "PASS" : "FAIL"}  ${x.case.padEnd(7)} ${x.cpu.padEnd(18)} ${x.firmware.padEnd(6)} ${t}  ${x.reason}`);
+      }
+      this.log(`${r.passed} passed, ${r.failed} failed${r.junit ? ` (JUnit: ${r.junit})` : ""}`);
+    }
+    if (r.failed) process.exitCode = 1;
+    return r;
+  }
+}

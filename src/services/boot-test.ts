@@ -1,0 +1,368 @@
+/**
+ * `acl boot-test OUT_DIR`: boot a built image under QEMU (TCG) on a matrix of
+ * CPU models and firmware modes, and judge what the guest printed on its
+ * serial console. Reads everything from the build manifest; never writes
+ * into OUT_DIR (each run boots a qcow2 overlay in a scratch folder).
+ */
+import { copyFile, mkdir, mkdtemp, rm, writeFile, access } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { bootQemu, createOverlay, prepareOvmfVars, readByte, writeByte, type Firmware, type QemuBootResult } from "../adapters/qemu.js";
+import { requireTools } from "../adapters/exec.js";
+import {
+  defaultModelFor, findModel, levelBelow, levelRank, loadCases, loadCpuModels, QEMU_DIR,
+  type BootCase, type CpuModel, type Level,
+} from "../config/qemu-cases.js";
+import { UserError } from "../errors.js";
+import type { Reporter } from "../output/reporter.js";
+import { readManifest, type Manifest } from "../pipeline/manifest.js";
+
+/** Asked of the guest through SMBIOS type 11 (works for sealed UKI command lines too). */
+export const BOOT_CHECK_SMBIOS = "acl.boot-check=1";
+export const DEFAULT_TIMEOUT_SEC = 240;
+export const DEFAULT_PARALLEL = 2;
+
+export interface BootTestOptions {
+  outDir: string;
+  /** CPU models; default: the image level's model and the one just below. */
+  cpus?: string[];
+  /** Firmware modes; default per case (boot: direct+uefi at level, direct below; tamper: direct). */
+  firmware?: Firmware[];
+  /** Cases by name (qemu/cases/NAME); default all. */
+  cases?: string[];
+  timeoutSec?: number;
+  parallel?: number;
+  keepLogsDir?: string;
+  junitFile?: string;
+  qemuDir?: string;
+  reporter?: Reporter;
+}
+
+export type Expectation = "boot" | "refuse-cpu" | "refuse-verity";
+
+export interface GuestCheck {
+  name: string;
+  status: string;
+  detail: string;
+}
+
+export interface BootRun {
+  id: string;
+  case: string;
+  cpu: string;
+  cpuLevel: Level;
+  firmware: Firmware;
+  expected: Expectation;
+  passed: boolean;
+  /** Why it failed, or what it proved. */
+  reason: string;
+  durationMs: number;
+  /** ms from QEMU start to the first ACL-CHECK line (userspace), when reached. */
+  userspaceMs?: number;
+  lastMarker?: string;
+  checks: GuestCheck[];
+  log?: string;
+}
+
+export interface BootTestResult {
+  image: { name: string; version: string; microarch: Level };
+  runs: BootRun[];
+  passed: number;
+  failed: number;
+  junit?: string;
+  logsDir?: string;
+}
+
+// --- what the guest printed ------------------------------------------------------
+
+export interface ConsoleFacts {
+  checks: GuestCheck[];
+  done: boolean;
+  /** The CPU gate's refusal line, if printed. */
+  refusal?: { level: string; missing: string[] };
+  powerDown: boolean;
+  panic?: string;
+  verityCorruption?: string;
+  verityRestart: boolean;
+  lastMarker?: string;
+  userspaceMs?: number;
+  /** glibc-hwcaps levels the guest's ld.so reported as supported. */
+  hwcaps?: string[];
+}
+
+const MARKER = /(acl-init: .*|ACL-CHECK .*|acl: this image requires.*|Kernel panic - not syncing.*|Run \/init as init process|EFI stub: .*|Linux version \S+)/;
+
+/** Read the facts a judge needs out of console lines. Pure. */
+export function parseConsole(lines: readonly { ms: number; text: string }[]): ConsoleFacts {
+  const f: ConsoleFacts = { checks: [], done: false, powerDown: false, verityRestart: false };
+  for (const { ms, text } of lines) {
+    const m = MARKER.exec(text);
+    if (m) f.lastMarker = m[1]!.trim();
+    const c = /ACL-CHECK (\S+)(?: (\S+))?(?: (.*))?$/.exec(text);
+    if (c) {
+      if (f.userspaceMs === undefined) f.userspaceMs = ms;
+      if (c[1] === "done") f.done = true;
+      else {
+        f.checks.push({ name: c[1]!, status: c[2] ?? "", detail: (c[3] ?? "").trim() });
+        if (c[1] === "hwcaps") {
+          const s = /supported:\s*(.*)$/.exec(c[3] ?? "");
+          f.hwcaps = s ? s[1]!.split(/\s+/).filter((x) => /^x86-64-v\d$/.test(x)) : [];
+        }
+      }
+    }
+    const r = /acl: this image requires (\S+); this CPU lacks:\s*(.*)$/.exec(text);
+    if (r) f.refusal = { level: r[1]!, missing: r[2]!.trim().split(/\s+/).filter(Boolean) };
+    if (/reboot: Power down/.test(text)) f.powerDown = true;
+    const p = /Kernel panic - not syncing: (.*)$/.exec(text);
+    if (p && !f.panic) f.panic = p[1]!.trim();
+    const v = /(device-mapper: verity: .*(?:is corrupted|corrupted).*)$/.exec(text);
+    if (v && !f.verityCorruption) f.verityCorruption = v[1]!.trim();
+    if (/Restarting system with command 'dm-verity device corrupted'/.test(text)) f.verityRestart = true;
+  }
+  return f;
+}
+
+/** The highest x86-64-vN in a list, or "x86-64" when none. */
+export function highestLevel(levels: readonly string[]): Level {
+  let best: Level = "x86-64";
+  for (const l of levels) if ((["x86-64-v2", "x86-64-v3", "x86-64-v4"] as string[]).includes(l) && levelRank(l as Level) > levelRank(best)) best = l as Level;
+  return best;
+}
+
+/** Judge one run. Pure: console facts + QEMU's ending in, verdict out. */
+export function judge(opts: {
+  expected: Expectation;
+  facts: ConsoleFacts;
+  qemu: Pick<QemuBootResult, "exitCode" | "timedOut" | "stoppedBy" | "durationMs">;
+  imageLevel: Level;
+  cpuLevel: Level;
+  bootCase: BootCase;
+}): { passed: boolean; reason: string } {
+  const { facts: f, qemu: q } = opts;
+  const last = f.lastMarker ? `; last seen: "${f.lastMarker}"` : "; nothing recognisable on the console";
+  if (q.timedOut) return { passed: false, reason: `timed out after ${Math.round(q.durationMs / 1000)} s${last}` };
+  if (opts.expected === "refuse-cpu") {
+    if (!f.refusal) return { passed: false, reason: `expected the CPU refusal line for ${opts.imageLevel} on a ${opts.cpuLevel} CPU${last}` };
+    if (f.refusal.level !== opts.imageLevel) return { passed: false, reason: `refusal names ${f.refusal.level}, image is ${opts.imageLevel}` };
+    if (!f.refusal.missing.length) return { passed: false, reason: "refusal line lists no missing features" };
+    if (f.checks.length) return { passed: false, reason: "reached userspace on a CPU below the image's level" };
+    if (f.panic) return { passed: false, reason: `kernel panic instead of a clean power-off: ${f.panic}` };
+    if (!f.powerDown || q.exitCode !== 0) return { passed: false, reason: `refused but did not power off cleanly (qemu exit ${q.exitCode})` };
+    return { passed: true, reason: `refused cleanly: lacks ${f.refusal.missing.join(" ")}` };
+  }
+  if (opts.expected === "refuse-verity") {
+    const forbidden = opts.bootCase.checks.forbidden.filter((n) => (n === "done" ? f.done : f.checks.some((c) => c.name === n)));
+    if (forbidden.length) return { passed: false, reason: `tampered /usr reached: ${forbidden.map((n) => `ACL-CHECK ${n}`).join(", ")}` };
+    if (!f.verityCorruption) return { passed: false, reason: `no dm-verity corruption message${last}` };
+    if (f.panic && /dm-verity/.test(f.panic)) return { passed: true, reason: `dm-verity refused: ${f.verityCorruption}; kernel panic (${f.panic})` };
+    if (f.verityRestart) return { passed: true, reason: `dm-verity refused: ${f.verityCorruption}; restart` };
+    return { passed: false, reason: `corruption seen but no panic/restart per policy${last}` };
+  }
+  // expected boot
+  if (f.refusal) return { passed: false, reason: `refused: requires ${f.refusal.level}, lacks ${f.refusal.missing.join(" ")} (the CPU table says ${opts.cpuLevel})` };
+  if (f.panic) return { passed: false, reason: `kernel panic: ${f.panic}${last}` };
+  if (f.userspaceMs === undefined) return { passed: false, reason: `never reached userspace${last}` };
+  if (!f.done) return { passed: false, reason: `checks did not finish${last}` };
+  const pid1 = f.checks.find((c) => c.name === "userspace")?.detail ?? "";
+  const kind = /pid1=systemd/.test(pid1) ? "systemd" : "busybox";
+  const required = [...opts.bootCase.checks.common, ...opts.bootCase.checks[kind]];
+  const problems: string[] = [];
+  for (const name of required) {
+    const c = f.checks.find((x) => x.name === name);
+    if (!c) problems.push(`${name}: not reported`);
+    else if (c.status === "skip" && name === "hwcaps") continue;
+    else if (c.status !== "ok") problems.push(`${name}: ${c.status} ${c.detail}`.trim());
+  }
+  for (const c of f.checks) if (c.status === "fail" && !required.includes(c.name)) problems.push(`${c.name}: fail ${c.detail}`.trim());
+  if (f.hwcaps) {
+    const got = highestLevel(f.hwcaps);
+    if (got !== opts.cpuLevel) problems.push(`hwcaps: ld.so supports up to ${got}, the CPU table says ${opts.cpuLevel}`);
+  }
+  if (!f.powerDown || q.exitCode !== 0) problems.push(`did not power off cleanly (qemu exit ${q.exitCode})`);
+  if (problems.length) return { passed: false, reason: problems.join("; ") };
+  return { passed: true, reason: `${kind}: ${required.length} checks ok${f.hwcaps ? `, hwcaps ${highestLevel(f.hwcaps)}` : ""}` };
+}
+
+// --- planning ---------------------------------------------------------------------
+
+export interface PlannedRun {
+  id: string;
+  bootCase: BootCase;
+  cpu: CpuModel;
+  firmware: Firmware;
+  expected: Expectation;
+}
+
+export function planRuns(opts: {
+  imageLevel: Level;
+  cases: BootCase[];
+  cpus: CpuModel[] | undefined;
+  firmware: Firmware[] | undefined;
+  defaults: { at?: CpuModel; below?: CpuModel };
+}): PlannedRun[] {
+  const runs: PlannedRun[] = [];
+  const meets = (c: CpuModel) => levelRank(c.level) >= levelRank(opts.imageLevel);
+  for (const bc of opts.cases) {
+    let pairs: { cpu: CpuModel; fw: Firmware }[] = [];
+    const add = (cpu: CpuModel | undefined, fws: Firmware[]) => {
+      if (cpu) for (const fw of fws) pairs.push({ cpu, fw });
+    };
+    if (opts.cpus) {
+      for (const cpu of opts.cpus) {
+        if (bc.meta.kind === "tamper" && !meets(cpu)) continue;
+        const fws = opts.firmware ?? (meets(cpu) ? bc.meta.matrix.atLevel : bc.meta.matrix.belowLevel);
+        add(cpu, fws.length ? fws : ["direct"]);
+      }
+      if (bc.meta.kind === "tamper") pairs = pairs.slice(0, 1);
+    } else {
+      add(opts.defaults.at, opts.firmware ?? bc.meta.matrix.atLevel);
+      if (bc.meta.kind !== "tamper") add(opts.defaults.below, opts.firmware ?? bc.meta.matrix.belowLevel);
+    }
+    for (const { cpu, fw } of pairs) {
+      const expected: Expectation = bc.meta.kind === "tamper" ? "refuse-verity" : meets(cpu) ? "boot" : "refuse-cpu";
+      runs.push({ id: `${bc.name}-${cpu.name}-${fw}`, bootCase: bc, cpu, firmware: fw, expected });
+    }
+  }
+  return runs;
+}
+
+// --- running ------------------------------------------------------------------------
+
+function artifactPath(m: Manifest, outDir: string, kinds: string[]): { path: string; kind: string } | undefined {
+  for (const k of kinds) {
+    const a = m.artifacts.find((x) => x.kind === k);
+    if (a) return { path: join(outDir, a.path), kind: k };
+  }
+  return undefined;
+}
+
+async function pool<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(n, items.length)) }, worker));
+  return out;
+}
+
+const xml = (s: string) => s.replace(/[<>&"']/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;" })[c]!).replace(/[\x00-\x08\x0b\x0c\x0e-\x1f]/g, "");
+
+export function junitXml(r: BootTestResult, tails: Map<string, string>): string {
+  const total = r.runs.reduce((s, x) => s + x.durationMs, 0) / 1000;
+  const cases = r.runs.map((x) => {
+    const head = `    <testcase classname="acl.boot-test.${xml(x.case)}" name="${xml(`${x.cpu} ${x.firmware} (${x.expected})`)}" time="${(x.durationMs / 1000).toFixed(3)}">`;
+    const body = x.passed ? "" : `\n      <failure message="${xml(x.reason)}">${xml(x.reason)}</failure>`;
+    const out = tails.get(x.id) ? `\n      <system-out>${xml(tails.get(x.id)!)}</system-out>` : "";
+    return `${head}${body}${out}\n    </testcase>`;
+  });
+  return [
+    `<?xml version="1.0" encoding="UTF-8"?>`,
+    `<testsuites tests="${r.runs.length}" failures="${r.failed}" time="${total.toFixed(3)}">`,
+    `  <testsuite name="acl boot-test ${xml(r.image.name)} ${xml(r.image.version)}" tests="${r.runs.length}" failures="${r.failed}" time="${total.toFixed(3)}">`,
+    ...cases,
+    `  </testsuite>`,
+    `</testsuites>`,
+    "",
+  ].join("\n");
+}
+
+export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult> {
+  const outDir = resolve(opts.outDir);
+  const manifest = await readManifest(outDir);
+  const qemuDir = opts.qemuDir ?? QEMU_DIR;
+  const models = await loadCpuModels(qemuDir);
+  let cases = await loadCases(qemuDir);
+  if (opts.cases?.length) {
+    const unknown = opts.cases.filter((n) => !cases.some((c) => c.name === n));
+    if (unknown.length) throw new UserError(`unknown boot-test case: ${unknown.join(", ")}`, { hint: `cases are folders in ${join(qemuDir, "cases")}: ${cases.map((c) => c.name).join(", ")}` });
+    cases = cases.filter((c) => opts.cases!.includes(c.name));
+  }
+  const imageLevel = manifest.microarch;
+  const cpus = opts.cpus?.length ? opts.cpus.map((n) => findModel(models, n)) : undefined;
+  const below = levelBelow(imageLevel);
+  const defaults = { at: defaultModelFor(models, imageLevel), below: below ? defaultModelFor(models, below) : undefined };
+  if (!cpus && !defaults.at) opts.reporter?.warn(`no QEMU ${models.accel} CPU model reaches ${imageLevel}: only the refusal below it is tested`);
+  const plan = planRuns({ imageLevel, cases, cpus, firmware: opts.firmware, defaults });
+  if (!plan.length) throw new UserError("nothing to boot: the chosen CPU models, firmware and cases give no runs", { hint: "drop --cpu/--case or pick a CPU at the image's level" });
+
+  const disk = artifactPath(manifest, outDir, ["disk-raw", "disk-qcow2"]);
+  if (!disk) throw new UserError(`${join(outDir, "manifest.json")} lists no disk-raw or disk-qcow2 artifact`, { hint: "rebuild with a disk output format (raw or qcow2)" });
+  const kernel = artifactPath(manifest, outDir, ["kernel"]);
+  const initrd = artifactPath(manifest, outDir, ["initramfs"]);
+  const needsDirect = plan.some((p) => p.firmware === "direct");
+  if (needsDirect && (!kernel || !initrd || !manifest.kernel?.cmdline)) {
+    throw new UserError("direct-kernel boot needs kernel and initramfs artifacts and kernel.cmdline in the manifest", { hint: "use --firmware uefi, or rebuild with acl build" });
+  }
+  const tools = ["qemu-system-x86_64", "qemu-img"];
+  if (plan.some((p) => p.bootCase.meta.kind === "tamper")) tools.push("qemu-io");
+  await requireTools(tools);
+  for (const p of [disk.path, kernel?.path, initrd?.path]) if (p) await access(p).catch(() => { throw new UserError(`artifact ${p} is missing`, { hint: "rebuild the image; boot-test reads what the manifest lists" }); });
+
+  const scratch = await mkdtemp(join(tmpdir(), "acl-boot-test-"));
+  const timeoutMs = (opts.timeoutSec ?? DEFAULT_TIMEOUT_SEC) * 1000;
+  const tails = new Map<string, string>();
+  try {
+    const runs = await pool(plan, opts.parallel ?? DEFAULT_PARALLEL, async (p): Promise<BootRun> => {
+      const st = opts.reporter?.stage(`boot ${p.id}`, `expect ${p.expected}`);
+      const dir = join(scratch, p.id);
+      await mkdir(dir, { recursive: true });
+      const overlay = join(dir, "disk.qcow2");
+      await createOverlay(disk.path, overlay, disk.kind === "disk-raw" ? "raw" : "qcow2");
+      if (p.bootCase.meta.tamper) {
+        const t = p.bootCase.meta.tamper;
+        const part = manifest.disk?.partitions.find((x) => x.label === t.partition);
+        if (!part) throw new UserError(`the manifest has no partition ${t.partition} (needed by case ${p.bootCase.name})`, { hint: "boot-test needs the disk layout in manifest.disk" });
+        const off = part.firstLba * (manifest.disk!.sectorSize) + t.offset;
+        const b = await readByte(overlay, "qcow2", off);
+        await writeByte(overlay, "qcow2", off, b ^ 0xff);
+      }
+      let vars: string | undefined;
+      if (p.firmware === "uefi") {
+        vars = join(dir, "OVMF_VARS.fd");
+        await prepareOvmfVars(vars);
+      }
+      const serialLog = join(dir, "serial.log");
+      const q = await bootQemu({
+        disk: overlay, diskFormat: "qcow2", cpu: p.cpu.name, firmware: p.firmware,
+        kernel: kernel?.path, initrd: initrd?.path, append: manifest.kernel?.cmdline,
+        ovmfVars: vars, smbiosStrings: [BOOT_CHECK_SMBIOS], serialLog, timeoutMs,
+        stopOn: [/Kernel panic - not syncing/], graceMs: 1500,
+      });
+      const facts = parseConsole(q.lines);
+      const verdict = judge({ expected: p.expected, facts, qemu: q, imageLevel, cpuLevel: p.cpu.level, bootCase: p.bootCase });
+      tails.set(p.id, q.lines.slice(-40).map((l) => l.text).join("\n"));
+      let log: string | undefined;
+      if (opts.keepLogsDir) {
+        await mkdir(opts.keepLogsDir, { recursive: true });
+        log = join(resolve(opts.keepLogsDir), `${p.id}.log`);
+        await copyFile(serialLog, log);
+      }
+      await rm(dir, { recursive: true, force: true });
+      st?.end({ note: `${verdict.passed ? "PASS" : "FAIL"}: ${verdict.reason}` });
+      return {
+        id: p.id, case: p.bootCase.name, cpu: p.cpu.name, cpuLevel: p.cpu.level, firmware: p.firmware, expected: p.expected,
+        passed: verdict.passed, reason: verdict.reason, durationMs: q.durationMs, userspaceMs: facts.userspaceMs,
+        lastMarker: facts.lastMarker, checks: facts.checks, log,
+      };
+    });
+    const result: BootTestResult = {
+      image: { name: manifest.name, version: manifest.version, microarch: imageLevel },
+      runs,
+      passed: runs.filter((r) => r.passed).length,
+      failed: runs.filter((r) => !r.passed).length,
+      logsDir: opts.keepLogsDir ? resolve(opts.keepLogsDir) : undefined,
+    };
+    if (opts.junitFile) {
+      await mkdir(dirname(resolve(opts.junitFile)), { recursive: true });
+      await writeFile(opts.junitFile, junitXml(result, tails));
+      result.junit = resolve(opts.junitFile);
+    }
+    return result;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
