@@ -255,8 +255,10 @@ async function makeEsp(img: string, part: LayoutPartition, opts: AssembleDiskOpt
   await fh.truncate(part.sizeBytes);
   await fh.close();
   const volumeId = deriveGuid("esp-volume-id", opts.name, opts.version).slice(0, 8);
-  // FAT32 with one 512-byte sector per cluster, so that a small ESP still has the 65525 clusters FAT32 needs
-  await tool(["mkfs.vfat", "--invariant", "-F", "32", "-s", "1", "-S", "512", "-n", "EFI-SYSTEM", "-i", volumeId, img]);
+  // a small ESP gets one 512-byte sector per cluster so that it still has the 65525
+  // clusters FAT32 needs; from 512 MiB on, mkfs.vfat's own choice works
+  const cluster = part.sizeBytes < 512 * MiB ? ["-s", "1"] : [];
+  await tool(["mkfs.vfat", "--invariant", "-F", "32", ...cluster, "-S", "512", "-n", "EFI-SYSTEM", "-i", volumeId, img]);
   if (!opts.espDir) return;
   const tree = await walk(opts.espDir);
   if (tree.other.length)

@@ -7,7 +7,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, mkdtemp, open, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -119,6 +119,14 @@ describe("assembleDisk", () => {
       expect(await sha256(file(r2, kind)), kind).toBe(await sha256(file(r1, kind)));
     }
     expect(r2.disk).toEqual(r1.disk);
+  });
+
+  it("makes only the formats asked for, with the same bytes, and leaves no raw file behind", async () => {
+    const r = await assembleDisk({ ...opts(6), formats: ["vhd"] });
+    expect(r.files.map((f) => f.kind)).toEqual(["disk-vhd"]);
+    expect(await sha256(file(r, "disk-vhd"))).toBe(await sha256(file(r1, "disk-vhd")));
+    expect((await readdir(opts(6).outDir)).sort()).toEqual(["disk.vhd"]);
+    expect(await readdir(opts(6).workDir)).toEqual([]);
   });
 
   it("keeps the raw file sparse", async () => {
