@@ -24,6 +24,8 @@ export class ExternalToolError extends AclError {
   readonly argv: readonly string[];
   readonly code: number | null;
   readonly stderrTail: string;
+  /** The whole stderr, for callers that turn known failures into UserErrors. */
+  readonly stderr: string;
   constructor(argv: readonly string[], code: number | null, stderr: string, hint?: string) {
     const tail = stderr.trim().split("\n").slice(-15).join("\n");
     super(
@@ -35,6 +37,7 @@ export class ExternalToolError extends AclError {
     this.argv = argv;
     this.code = code;
     this.stderrTail = tail;
+    this.stderr = stderr;
   }
 }
 

@@ -56,6 +56,24 @@ export const ACL_VERSION = JSON.parse(
   await readFile(new URL("../../package.json", import.meta.url), "utf8"),
 ) as { version: string };
 
+/**
+ * Digest of acl's own compiled code that shapes stage outputs: part of every
+ * stage id, so a changed acl never reuses stale cache entries.
+ */
+let codeDigestMemo: string | undefined;
+export async function codeDigest(): Promise<string> {
+  if (codeDigestMemo) return codeDigestMemo;
+  const root = new URL("..", import.meta.url).pathname;
+  const h = createHash("sha256").update(ACL_VERSION.version);
+  for (const sub of ["stages", "formats", "adapters", "pipeline", "config"]) {
+    for await (const e of walk(join(root, sub))) {
+      if (e.stat.isFile() && e.rel.endsWith(".js")) h.update(e.rel).update(await readFile(join(root, sub, e.rel)));
+    }
+  }
+  codeDigestMemo = h.digest("hex");
+  return codeDigestMemo;
+}
+
 /** SOURCE_DATE_EPOCH from the environment, else the spec's last git commit, else a fixed date. */
 export async function resolveSourceDateEpoch(spec: Readonly<ImageSpec>): Promise<number> {
   const env = process.env.SOURCE_DATE_EPOCH;
@@ -128,7 +146,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   try {
     // ---- rootfs: sources, customizations, kernel modules, sanitize, SBOM, audits (cached)
     const rootfs = await timed("rootfs", `${spec.sources.length} source(s)`, async (h) => {
-      const res = await buildRootfs({ spec, cache, sourceDateEpoch: sde, aclVersion: ACL_VERSION.version, reporter: r, progress: h });
+      const res = await buildRootfs({ spec, cache, sourceDateEpoch: sde, aclVersion: ACL_VERSION.version, codeDigest: await codeDigest(), reporter: r, progress: h });
       return { value: res, cached: res.cached, note: `${res.meta.packages.length} packages, ${res.meta.fileCount} files` };
     });
     const meta: RootfsMeta = rootfs.meta;
@@ -139,7 +157,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const fsUuid = deriveUuid(`${spec.name}-usr-fs`, spec.version);
     const verityUuid = deriveUuid(spec.name, spec.version);
     const fsTool = spec.usr.filesystem === "erofs" ? await toolVersion("mkfs.erofs", ["--help"]).then(() => toolVersion("dump.erofs", ["-V"])) : await toolVersion("mksquashfs", ["-version"]);
-    const usrId = stageId("usr", { rootfs: rootfs.id, fs: spec.usr, salt: salt.toString("hex"), fsUuid, verityUuid, fsTool, acl: ACL_VERSION.version });
+    const usrId = stageId("usr", { rootfs: rootfs.id, fs: spec.usr, salt: salt.toString("hex"), fsUuid, verityUuid, fsTool, code: await codeDigest() });
     const usr = await timed("usr", `${spec.usr.filesystem} + dm-verity`, async () => {
       const hit = await cache.lookup<{ size: number; verity: Manifest["verity"] }>("usr", usrId);
       if (hit) return { value: { dir: cache.dir("usr", usrId), ...hit }, cached: true, note: `root hash ${hit.verity.rootHash.slice(0, 16)}…` };
@@ -295,9 +313,3 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   }
 }
 
-/** Count files in a tree (for progress notes). */
-export async function countFiles(root: string): Promise<number> {
-  let n = 0;
-  for await (const _ of walk(root)) n++;
-  return n;
-}

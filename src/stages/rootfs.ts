@@ -54,6 +54,8 @@ export interface RootfsOptions {
   cache: StageCache;
   sourceDateEpoch: number;
   aclVersion: string;
+  /** Digest of acl's code (see services/build.ts): part of the stage id. */
+  codeDigest: string;
   reporter: Reporter;
   progress?: StageHandle;
 }
@@ -122,6 +124,7 @@ async function rootfsInputs(o: RootfsOptions): Promise<Record<string, unknown>> 
     version: spec.version,
     sourceDateEpoch: o.sourceDateEpoch,
     acl: o.aclVersion,
+    code: o.codeDigest,
     tools,
   };
 }
@@ -182,6 +185,8 @@ export async function buildRootfs(o: RootfsOptions): Promise<{ id: string; dir: 
   const fromDb = await readDpkgStatus(root);
   const allPackages = fromDb.length ? [...fromDb, ...packages.filter((p) => p.deb && !fromDb.some((d) => d.name === p.name))] : packages;
 
+  // merged /usr first, so later steps (kernel modules, guest checks, files) see the final layout
+  await mergeUsr(root);
   const kernel = await installKernel({ rootDir: root, pkg: spec.kernel.package, cacheDir: join(cache.root, "kernel"), reporter: r });
   await copyFile(kernel.vmlinuz, join(scratch, "vmlinuz"));
   await installGuestChecks(root, spec.init);
@@ -191,7 +196,8 @@ export async function buildRootfs(o: RootfsOptions): Promise<{ id: string; dir: 
   await stampOsRelease(root, spec);
   o.progress?.progress(spec.sources.length + 1, spec.sources.length + 3, "customize");
 
-  // sanitize: merge /usr and resolve links into /etc, record the SBOM, then remove package managers
+  // sanitize: merge /usr (again: overlays and files may have added /bin, /lib) and resolve links
+  // into /etc, record the SBOM, then remove package managers
   await mergeUsr(root);
   const etcLinks = await resolveEtcLinks(root);
   const sbom = await buildSbom({

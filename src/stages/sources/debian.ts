@@ -92,16 +92,17 @@ export async function applyDebianSource(rootDir: string, opts: DebianSourceOptio
     });
   } catch (e) {
     if (e instanceof ExternalToolError) {
-      const unknown = [...e.stderrTail.matchAll(/Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation candidate/g)].map(
+      const unknown = [...e.stderr.matchAll(/Unable to locate package (\S+)|Package '?([^' ]+)'? has no installation candidate/g)].map(
         (m) => m[1] ?? m[2],
       );
+      unknown.splice(0, unknown.length, ...new Set(unknown));
       if (unknown.length) {
         throw new UserError(
           `${opts.specFile}: '${opts.key}.packages' names ${unknown.length > 1 ? "packages" : "a package"} that Debian ${opts.suite} does not have: ${unknown.join(", ")}`,
           { file: opts.specFile, hint: `check the spelling (apt-cache search ${unknown[0]}) or remove it from '${opts.key}.packages'` },
         );
       }
-      if (/No such file or directory.*Release|does not have a Release file|404\s+Not Found/.test(e.stderrTail)) {
+      if (/No such file or directory.*Release|does not have a Release file|404\s+Not Found/.test(e.stderr)) {
         throw new UserError(`${opts.specFile}: '${opts.key}.suite' = "${opts.suite}" is not available from ${mirror}`, {
           file: opts.specFile,
           hint: "use a suite the mirror serves, such as bookworm",

@@ -1,0 +1,50 @@
+/**
+ * Built images shared by the test files: the first caller builds with the
+ * real CLI, others wait on a lock and reuse the output (same spec digest).
+ */
+import { mkdir, readFile, rm, stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { acl, REPO } from "./cli.js";
+
+export const TEST_OUT = join(REPO, ".cache/test-out");
+
+async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  const lock = join(TEST_OUT, `.${name}.lock`);
+  await mkdir(TEST_OUT, { recursive: true });
+  const deadline = Date.now() + 40 * 60_000;
+  for (;;) {
+    try {
+      await mkdir(lock);
+      break;
+    } catch {
+      // a lock older than 40 minutes belongs to a dead run
+      const st = await stat(lock).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > 40 * 60_000) await rm(lock, { recursive: true, force: true });
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${lock}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lock, { recursive: true, force: true });
+  }
+}
+
+/** Build images/NAME.toml once per spec content; returns the output folder. */
+export async function builtImage(name: string): Promise<string> {
+  return withLock(name, async () => {
+    const out = join(TEST_OUT, name);
+    const specDigest = createHash("sha256").update(await readFile(join(REPO, "images", `${name}.toml`))).digest("hex");
+    try {
+      const m = JSON.parse(await readFile(join(out, "manifest.json"), "utf8")) as { specDigest: string };
+      if (m.specDigest === specDigest && process.env.ACL_TEST_REBUILD !== "1") return out;
+    } catch {
+      /* not built yet */
+    }
+    const r = await acl(["build", `images/${name}.toml`, "--out", out], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
+    if (r.exitCode !== 0) throw new Error(`acl build images/${name}.toml failed (${r.exitCode}):\n${r.stderr.slice(-4000)}`);
+    return out;
+  });
+}
