@@ -1,11 +1,10 @@
 import { AclCommand } from "../lib/base-command.js";
-import { readFileSync } from "node:fs";
+import { versionInfo, type VersionResult } from "../services/version.js";
 
-export default class Version extends AclCommand<{ version: string; node: string }> {
+export default class Version extends AclCommand<VersionResult> {
   static override description = "Print acl's version and the Node.js it runs on";
   async run() {
-    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string };
-    const result = { version: pkg.version, node: process.version };
+    const result = await versionInfo();
     if (!this.jsonEnabled()) this.log(`acl ${result.version} (node ${result.node})`);
     return result;
   }
