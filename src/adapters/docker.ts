@@ -1,21 +1,38 @@
 /**
  * The only module that talks to a Docker engine (through dockerode).
- * `exportImage` turns an image into a root tree: it creates a container
- * (never started), streams `container export` into applyLayerTar and always
- * removes the container. Engine and image problems become UserErrors that
+ * `exportImage` turns an image into a root tree, by default through
+ * `docker save` (exact, digests checked), or through a created (never
+ * started) container's `docker export` streamed into applyLayerTar, the
+ * container always removed. Engine and image problems become UserErrors that
  * name the socket or the image and say what to do.
  */
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { Readable } from "node:stream";
 import Docker from "dockerode";
 import { AclError, UserError } from "../errors.js";
+import { applyDockerArchive } from "../stages/sources/docker.js";
 import { applyLayerTar, type LayerStats } from "../stages/sources/tar-apply.js";
 
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
 const PING_TIMEOUT_MS = 10_000;
-/** Files the engine adds to every container that are not part of the image. */
+/**
+ * What `docker create` adds to a container that is not part of the image:
+ * /.dockerenv always, and empty placeholders for these files when the image
+ * lacks them (the engine bind-mounts its own over them at run time). The
+ * mountpoint directories it adds (dev, dev/pts, dev/shm, proc, sys) and the
+ * etc/mtab -> /proc/mounts symlink are kept: an OS tree wants them too.
+ */
 const CONTAINER_ONLY_PATHS = new Set([".dockerenv"]);
+const CONTAINER_PLACEHOLDERS = new Set(["etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"]);
+
+/** Keep an exported entry unless the engine made it for the container. */
+export function isImageContent(relPath: string, entry: { type: string; size: number }): boolean {
+  if (CONTAINER_ONLY_PATHS.has(relPath)) return false;
+  if (CONTAINER_PLACEHOLDERS.has(relPath) && entry.type === "file" && entry.size === 0) return false;
+  return true;
+}
 
 export interface DockerEngine {
   readonly docker: Docker;
@@ -126,12 +143,33 @@ export async function inspectImage(ref: string, opts: DockerCallOptions = {}): P
 export interface ExportImageOptions extends DockerCallOptions {
   /** Apply uid/gid from the image (default: when running as root). */
   ownership?: boolean;
+  /**
+   * "save" (default): `docker save` of the image ID into a temporary file beside
+   * rootDir, then its layers applied with digests checked: the image exactly.
+   * "export": a created (never started) container's `docker export`. The engine
+   * masks the image's etc/hosts, etc/hostname and etc/resolv.conf with empty
+   * placeholders in every container, so this method loses those three files.
+   */
+  method?: "save" | "export";
 }
 
-/** Export an image's filesystem into rootDir through a created (never started) container. */
+/** Put an image's filesystem into rootDir; see ExportImageOptions.method. */
 export async function exportImage(ref: string, rootDir: string, opts: ExportImageOptions = {}): Promise<DockerExportResult> {
   const engine = await engineFor(opts);
   const info = await inspectImage(ref, { ...opts, engine });
+  const digest = info.repoDigests[0] ?? info.id;
+  if ((opts.method ?? "save") === "save") {
+    const tmp = fs.mkdtempSync(path.join(path.dirname(path.resolve(rootDir)), ".acl-docker-save-"));
+    try {
+      const file = path.join(tmp, "image.tar");
+      // By ID, so that a tag moved meanwhile cannot change what is applied.
+      await saveImage(info.id, file, { engine });
+      const res = await applyDockerArchive(file, rootDir, { ownership: opts.ownership });
+      return { ref, digest, imageId: info.id, stats: sumStats(res.layerStats) };
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }
   let container: Docker.Container;
   try {
     container = await engine.docker.createContainer({
@@ -153,15 +191,26 @@ export async function exportImage(ref: string, rootDir: string, opts: ExportImag
     } catch (err) {
       throw engineError(engine, `exporting the container of '${ref}'`, err);
     }
-    const stats = await applyLayerTar(stream, rootDir, {
-      label: `docker image ${ref} (${engine.where})`,
-      ownership: opts.ownership,
-      filter: (p) => !CONTAINER_ONLY_PATHS.has(p),
-    });
-    return { ref, digest: info.repoDigests[0] ?? info.id, imageId: info.id, stats };
+    const label = `docker image ${ref} (${engine.where})`;
+    const stats = await applyLayerTar(stream, rootDir, { label, ownership: opts.ownership, filter: isImageContent });
+    return { ref, digest, imageId: info.id, stats };
   } finally {
     await container.remove({ force: true, v: true }).catch(() => undefined);
   }
+}
+
+function sumStats(all: LayerStats[]): LayerStats {
+  const out: LayerStats = {
+    entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, specials: 0, whiteouts: 0,
+    opaqueDirs: 0, xattrs: 0, bytes: 0, skipped: 0, compression: "none", diffId: "",
+  };
+  for (const s of all) {
+    for (const k of ["entries", "files", "dirs", "symlinks", "hardlinks", "specials", "whiteouts", "opaqueDirs", "xattrs", "bytes", "skipped"] as const) {
+      out[k] += s[k];
+    }
+  }
+  out.diffId = all.at(-1)?.diffId ?? "";
+  return out;
 }
 
 /** `docker save REF` into a file (the classic or OCI shape, whatever the engine writes). */

@@ -27,19 +27,8 @@ import { comparable, snapshot } from "./tree.js";
 import { applyLayerTar } from "../../src/stages/sources/tar-apply.js";
 import { Readable } from "node:stream";
 
-/** What `docker create` adds to every container; not part of the image. */
-const INIT_LAYER = new Set([
-  "dev",
-  "dev/console",
-  "dev/pts",
-  "dev/shm",
-  "etc/hostname",
-  "etc/hosts",
-  "etc/mtab",
-  "etc/resolv.conf",
-  "proc",
-  "sys",
-]);
+/** Mountpoints and the mtab link `docker create` adds; exportImage keeps them (empty placeholders files are dropped). */
+const INIT_LAYER = new Set(["dev", "dev/pts", "dev/shm", "etc/mtab", "proc", "sys"]);
 const notInit = (p: string) => INIT_LAYER.has(p);
 
 let host: string;
@@ -100,20 +89,33 @@ describe("docker source (real engine)", () => {
   it("exports an imported image with files, modes, owners, symlinks and hard links intact", async () => {
     const ref = freshDir("ref");
     await applyLayerTar(Readable.from([await makeTar(baseTree())]), ref);
-    const out = freshDir("export");
-    const res = await exportImage(TAG, out, { engine });
+    const want = comparable(snapshot(ref));
+    delete want["."]; // the engine gives the root directory its own mode
+
+    // Default method: docker save of the image, layers applied with digests checked.
+    const saved = freshDir("saved");
+    const res = await exportImage(TAG, saved, { engine });
     const info = await inspectImage(TAG, { engine });
     expect(res.ref).toBe(TAG);
     expect(res.imageId).toBe(info.id);
-    expect(res.digest).toMatch(/^sha256:[0-9a-f]{64}$|@sha256:/);
-    expect(fs.existsSync(path.join(out, ".dockerenv"))).toBe(false);
-    expect(res.stats.skipped).toBe(1);
-    const got = comparable(snapshot(out), notInit);
-    const want = comparable(snapshot(ref));
-    // The engine gives the root directory its own mode; compare everything below it.
+    expect(res.digest).toBe(info.id); // no RepoDigest without a registry
+    const got = comparable(snapshot(saved));
     delete got["."];
-    delete want["."];
     expect(got).toEqual(want);
+    expect(fs.readdirSync(base).filter((n) => n.startsWith(".acl-docker-save-"))).toEqual([]);
+
+    // Container export: same tree, plus the mountpoints the engine adds.
+    const out = freshDir("export");
+    const ex = await exportImage(TAG, out, { engine, method: "export" });
+    expect(ex.imageId).toBe(info.id);
+    expect(fs.existsSync(path.join(out, ".dockerenv"))).toBe(false);
+    // .dockerenv plus the empty etc/hostname, etc/hosts, etc/resolv.conf and dev/console placeholders.
+    expect(ex.stats.skipped).toBe(5);
+    for (const p of ["etc/hostname", "etc/hosts", "etc/resolv.conf", "dev/console"]) expect(fs.existsSync(path.join(out, p))).toBe(false);
+    expect(fs.readlinkSync(path.join(out, "etc/mtab"))).toBe("/proc/mounts");
+    const got2 = comparable(snapshot(out), notInit);
+    delete got2["."];
+    expect(got2).toEqual(want);
     const snap = snapshot(out);
     expect(snap.get("usr/bin/suid-hard")!.ino).toBe(snap.get("usr/bin/suid")!.ino);
     expect(snap.get("bin/ls")).toMatchObject({ type: "symlink", target: "/bin/busybox" });
@@ -142,6 +144,8 @@ describe("docker source (real engine)", () => {
       { name: "opt/app/.wh..wh..opq", data: "" },
       { name: "opt/app/config", data: "c", mode: 0o600 },
       { name: "bin/sh", type: "symlink", linkname: "/bin/busybox" },
+      { name: "etc/hosts", data: "127.0.0.1 localhost\n" },
+      { name: "etc/hostname", data: "" },
     ]);
     const { archive } = await dockerSaveClassic([l1, l2, l3], LAYERED);
     const loadFile = path.join(base, "layered-in.tar");
@@ -158,15 +162,26 @@ describe("docker source (real engine)", () => {
     expect(res.layerStats.reduce((n, s) => n + s.opaqueDirs, 0)).toBe(3);
 
     const theirs = freshDir("theirs");
-    await exportImage(LAYERED, theirs, { engine });
-    const a = comparable(snapshot(ours));
-    const b = comparable(snapshot(theirs), notInit);
+    await exportImage(LAYERED, theirs, { engine, method: "export" });
+    expect(fs.readFileSync(path.join(ours, "etc/hostname"), "utf8")).toBe("");
+    expect(fs.readFileSync(path.join(ours, "etc/hosts"), "utf8")).toBe("127.0.0.1 localhost\n");
+    // The engine masks these two in every container: export cannot see the image's own.
+    const masked = (p: string) => p === "etc/hostname" || p === "etc/hosts";
+    const a = comparable(snapshot(ours), masked);
+    const b = comparable(snapshot(theirs), (p) => notInit(p) || masked(p));
     delete a["."];
     delete b["."];
     expect(a).toEqual(b);
     expect(fs.existsSync(path.join(ours, "etc/shadow"))).toBe(false);
     expect(fs.readdirSync(path.join(ours, "home/user"))).toEqual(["new"]);
     expect(fs.readdirSync(path.join(ours, "opt/app"))).toEqual(["config"]);
+    expect(fs.existsSync(path.join(theirs, "etc/hosts"))).toBe(false);
+
+    // exportImage's default method (save) keeps them.
+    const exact = freshDir("exact");
+    const viaSave = await exportImage(LAYERED, exact, { engine });
+    expect(viaSave.stats.whiteouts).toBe(2);
+    expect(comparable(snapshot(exact))).toEqual(comparable(snapshot(ours)));
   });
 
   it("names the image and suggests pull/load when it is not in the engine", async () => {

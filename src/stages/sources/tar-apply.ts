@@ -56,7 +56,7 @@ export interface ApplyLayerOptions {
   /** Name of the archive (and layer) used in error messages. */
   label?: string;
   /** Return false to skip an entry (path relative to the root, no leading slash). */
-  filter?: (relPath: string) => boolean;
+  filter?: (relPath: string, entry: { type: string; size: number; linkname: string }) => boolean;
 }
 
 /** Magic numbers used to sniff the layer compression. */
@@ -114,7 +114,7 @@ export async function applyLayerTar(
       const rawPax = header.pax ? tap.takePax() : undefined;
       stats.entries++;
       const rel = layer.normalize(header.name, header.name);
-      if (rel !== "" && opts.filter && !opts.filter(rel)) {
+      if (rel !== "" && opts.filter && !opts.filter(rel, { type: header.type ?? "file", size: header.size ?? 0, linkname: header.linkname ?? "" })) {
         stats.skipped++;
         await drain(entry);
         continue;
