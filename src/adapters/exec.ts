@@ -80,6 +80,7 @@ export const TOOL_PACKAGES: Record<string, string> = {
   mcopy: "mtools",
   mmd: "mtools",
   "mkfs.ext4": "e2fsprogs",
+  debugfs: "e2fsprogs",
   "qemu-img": "qemu-utils",
   "qemu-system-x86_64": "qemu-system-x86",
   dockerd: "docker.io",
@@ -98,11 +99,12 @@ export function toolHint(tool: string): string {
 
 /** Fail early, before the first stage, when a required tool is missing. */
 export async function requireTools(tools: readonly string[]): Promise<void> {
-  const missing: string[] = [];
-  for (const t of tools) {
-    const r = await execa("sh", ["-c", `command -v "$1"`, "sh", t], { reject: false, env: { PATH: toolPath() } });
-    if (r.exitCode !== 0) missing.push(t);
-  }
+  // one shell checks them all: a shell per tool costs far more than the lookups
+  const r = await execa("sh", ["-c", 'for t in "$@"; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done', "sh", ...tools], {
+    reject: false,
+    env: { PATH: toolPath() },
+  });
+  const missing = String(r.stdout).split("\n").filter(Boolean);
   if (missing.length) {
     const pkgs = [...new Set(missing.map((t) => TOOL_PACKAGES[t] ?? t))].sort();
     throw new UserError(`missing required tools: ${missing.join(", ")}`, {
