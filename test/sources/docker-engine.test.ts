@@ -194,6 +194,19 @@ describe("docker source (real engine)", () => {
     expect((err as UserError).hint).toMatch(/docker pull acl-test\/absent:none.*docker load/);
   });
 
+  it("honours DOCKER_HOST when no host is given", async () => {
+    const saved = process.env.DOCKER_HOST;
+    process.env.DOCKER_HOST = host;
+    try {
+      const e = await connectDocker();
+      expect(e.where).toBe(host);
+      expect((await inspectImage(TAG)).id).toBe((await inspectImage(TAG, { engine })).id);
+    } finally {
+      if (saved === undefined) delete process.env.DOCKER_HOST;
+      else process.env.DOCKER_HOST = saved;
+    }
+  });
+
   it("names the socket and says how to start the engine when it is unreachable", async () => {
     const sock = path.join(base, "no-such-docker.sock");
     const err = await connectDocker(`unix://${sock}`).catch((e: unknown) => e);

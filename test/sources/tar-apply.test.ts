@@ -362,6 +362,18 @@ describe("applyLayerTar: escapes are refused, nothing is written outside", () =>
     });
   }
 
+  it("maps absolute entry paths and absolute hard link targets inside the root (a leading '/' is stripped)", async () => {
+    const abs = path.join(outside, "sentinel"); // an absolute path that exists on the host
+    await apply([
+      { name: abs, data: "inside" },
+      { name: "/etc/shadow", data: "x", mode: 0o600 },
+      { name: "h", type: "link", linkname: "/etc/shadow" },
+    ]);
+    expect(fs.readFileSync(path.join(root, abs), "utf8")).toBe("inside");
+    expect(fs.lstatSync(r("h")).ino).toBe(fs.lstatSync(r("etc/shadow")).ino);
+    outsideUntouched();
+  });
+
   it("refuses a write through a symlink left by a lower layer", async () => {
     await apply([{ name: "etc", type: "symlink", linkname: outside }]);
     await expect(apply([{ name: "etc/passwd", data: "root::0:0::/:/bin/sh" }], "upper.tar")).rejects.toThrow(
