@@ -88,8 +88,8 @@ const FileEntry = z
     content: z.string().optional().describe("Inline text content"),
     source: z.string().optional().describe("File relative to the spec's folder"),
     mode: mode.optional().describe("Octal mode, default \"0644\""),
-    uid: z.number().int().nonnegative().default(0),
-    gid: z.number().int().nonnegative().default(0),
+    uid: z.number().int().nonnegative().default(0).describe("Owner uid"),
+    gid: z.number().int().nonnegative().default(0).describe("Owner gid"),
   })
   .refine((f) => (f.content === undefined) !== (f.source === undefined), {
     message: "give exactly one of `content` or `source`",
@@ -102,9 +102,9 @@ const User = z
     uid: z.number().int().min(0).max(65533),
     gid: z.number().int().min(0).max(65533).optional().describe("Primary group id; default: a group named like the user with gid = uid"),
     groups: z.array(z.string()).default([]).describe("Supplementary groups (must exist)"),
-    home: z.string().optional(),
-    shell: z.string().default("/bin/sh"),
-    ssh_authorized_keys: z.array(z.string()).default([]),
+    home: z.string().optional().describe("Home folder; default /home/NAME"),
+    shell: z.string().default("/bin/sh").describe("Login shell"),
+    ssh_authorized_keys: z.array(z.string()).default([]).describe("Lines for ~/.ssh/authorized_keys"),
   })
   .describe("A user account");
 
@@ -124,8 +124,8 @@ const Kernel = z
 
 const Usr = z
   .strictObject({
-    filesystem: z.enum(["erofs", "squashfs"]).default("erofs"),
-    compression: z.enum(["none", "lz4", "lz4hc"]).default("lz4hc"),
+    filesystem: z.enum(["erofs", "squashfs"]).default("erofs").describe("Filesystem of the /usr image"),
+    compression: z.enum(["none", "lz4", "lz4hc"]).default("lz4hc").describe("Compression of the /usr image"),
     verity_corruption: z
       .enum(["restart", "panic"])
       .default("panic")
@@ -135,17 +135,17 @@ const Usr = z
 
 const Partitions = z
   .strictObject({
-    esp: Size.default(128 * 1024 * 1024).describe("EFI system partition (FAT32)"),
-    usr: Size.default(1024 * 1024 * 1024).describe("Each of USR-A and USR-B"),
-    oem: Size.default(64 * 1024 * 1024).describe("OEM partition (ext4)"),
-    root: Size.default(256 * 1024 * 1024).describe("ROOT partition (ext4, writable state)"),
+    esp: Size.default(128 * 1024 * 1024).describe("EFI system partition (FAT32); default 128MiB"),
+    usr: Size.default(1024 * 1024 * 1024).describe("Each of USR-A and USR-B; default 1GiB"),
+    oem: Size.default(64 * 1024 * 1024).describe("OEM partition (ext4); default 64MiB"),
+    root: Size.default(256 * 1024 * 1024).describe("ROOT partition (ext4, writable state); default 256MiB"),
     bios_boot: z.boolean().default(false).describe("Add a 2 MiB BIOS-BOOT partition"),
   })
   .describe("Partition sizes");
 
 const Output = z
   .strictObject({
-    formats: z.array(z.enum(["raw", "qcow2", "vhd"])).min(1).default(["raw", "qcow2", "vhd"]),
+    formats: z.array(z.enum(["raw", "qcow2", "vhd"])).min(1).default(["raw", "qcow2", "vhd"]).describe("Disk formats to write: raw (sparse), qcow2, Azure fixed VHD"),
   })
   .describe("Output formats");
 
@@ -157,7 +157,7 @@ const Signing = z
 
 const Systemd = z
   .strictObject({
-    enable: z.array(z.string().regex(/^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)$/, "must be a unit name such as containerd.service")).default([]),
+    enable: z.array(z.string().regex(/^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)$/, "must be a unit name such as containerd.service")).default([]).describe("Units enabled like `systemctl enable` (their [Install] section)"),
   })
   .describe("systemd units to enable");
 
@@ -179,23 +179,23 @@ export const AKS_OS_SKUS = [
 const Aks = z
   .strictObject({
     os_sku: z.enum(AKS_OS_SKUS).describe("AKS OS SKU the image corresponds to"),
-    node_image_version: z.string().regex(/^AKS[A-Za-z0-9]+-\d{6}\.\d{2}\.\d+$/, "must look like AKSAzureContainerLinux-202611.24.0"),
-    min_kubernetes_version: z.string().regex(/^\d+\.\d+(\.\d+)?$/, "must be a version such as 1.34"),
+    node_image_version: z.string().regex(/^AKS[A-Za-z0-9]+-\d{6}\.\d{2}\.\d+$/, "must look like AKSAzureContainerLinux-202611.24.0").describe("AKS node image version this image validates"),
+    min_kubernetes_version: z.string().regex(/^\d+\.\d+(\.\d+)?$/, "must be a version such as 1.34").describe("Lowest Kubernetes version the image supports"),
   })
   .describe("AKS node image metadata");
 
 export const ImageSpecSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be lowercase letters, digits and '-'").describe("Image name; output goes to out/NAME"),
-    version: z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+~-]*$/, "must be a version such as 1.0.0"),
-    description: z.string().default(""),
-    arch: z.literal("x86_64").default("x86_64"),
+    version: z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+~-]*$/, "must be a version such as 1.0.0").describe("Image version; with name it seeds salts, UUIDs and GUIDs"),
+    description: z.string().default("").describe("Free text"),
+    arch: z.literal("x86_64").default("x86_64").describe("CPU architecture (x86_64 only)"),
     microarch: z.enum(MICROARCHES).default("x86-64").describe("x86-64 level the image needs; the initramfs refuses lesser CPUs"),
     init: z.enum(["systemd", "busybox"]).default("systemd").describe("Init system the initramfs switches to"),
     sources: z.array(Source).min(1).describe("Ordered content sources, applied into one tree"),
-    files: z.array(FileEntry).default([]),
-    users: z.array(User).default([]),
-    groups: z.array(Group).default([]),
+    files: z.array(FileEntry).default([]).describe("Extra files written after the sources"),
+    users: z.array(User).default([]).describe("User accounts added to /etc/passwd"),
+    groups: z.array(Group).default([]).describe("Groups added to /etc/group"),
     systemd: Systemd.default({ enable: [] }),
     kernel: Kernel.default({ package: "linux-image-cloud-amd64", cmdline: [] }),
     usr: Usr.default({ filesystem: "erofs", compression: "lz4hc", verity_corruption: "panic" }),

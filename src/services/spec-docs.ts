@@ -25,7 +25,9 @@ function rows(prefix: string, s: Json, defs: Json, out: string[], requiredSet: S
     const key = prefix ? `${prefix}.${k}` : k;
     const def = v.default !== undefined ? `\`${JSON.stringify(v.default)}\`` : requiredSet.has(k) ? "**required**" : "optional";
     const desc = String(v.description ?? "").replace(/\|/g, "\\|");
-    const t = v.type === "object" ? "table" : v.type === "array" && (v.items as Json)?.type === "object" ? "array of tables" : typeOf(v, defs);
+    const items = (v.items ?? {}) as Json;
+    const tableItems = items.type === "object" || items.oneOf !== undefined || items.anyOf !== undefined || items.$ref !== undefined;
+    const t = v.type === "object" ? "table" : v.type === "array" && tableItems ? "array of tables" : typeOf(v, defs);
     out.push(`| \`${key}\` | ${t} | ${def} | ${desc} |`);
     if (v.type === "object") rows(key, v, defs, out, new Set((v.required as string[]) ?? []));
   }

@@ -140,3 +140,15 @@ describe("helpers", () => {
     expect(validKeysAt(["usr"], {})).toEqual(["filesystem", "compression", "verity_corruption"]);
   });
 });
+
+describe("docs/spec.md", () => {
+  it("is generated from the schema and up to date (regenerate: acl spec docs --write docs/spec.md)", async () => {
+    const { renderSpecDocs } = await import("../../src/services/spec-docs.js");
+    const { readFile } = await import("node:fs/promises");
+    const text = renderSpecDocs();
+    expect(await readFile("docs/spec.md", "utf8")).toBe(text);
+    for (const key of ["`microarch`", "`usr.verity_corruption`", "`partitions.usr`", "`policy.allow_setuid`", "`aks.os_sku`", '`type = "oci-archive"`']) {
+      expect(text).toContain(key);
+    }
+  });
+});
