@@ -53,8 +53,44 @@ function logTail(file: string): string {
   }
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Remove directories left by earlier runs whose vitest and dockerd are both gone (and nothing is mounted there). */
+function removeStaleDirs(): void {
+  const mounts = fs.readFileSync("/proc/mounts", "utf8");
+  for (const name of fs.readdirSync("/tmp")) {
+    const m = /^acl-test-docker-(\d+)(?:-\d+)?$/.exec(name);
+    if (!m || alive(Number(m[1]))) continue;
+    const dir = `/tmp/${name}`;
+    let daemonPid = 0;
+    try {
+      daemonPid = Number(fs.readFileSync(path.join(dir, "dockerd.pid"), "utf8").trim());
+    } catch {
+      /* no pid file */
+    }
+    if (daemonPid && alive(daemonPid)) continue;
+    if (mounts.includes(` ${dir}/`)) continue;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** setpriv (util-linux) makes dockerd get SIGTERM if this process dies without stopping it. */
+function hasSetpriv(): boolean {
+  return sbinPath()
+    .split(":")
+    .some((d) => fs.existsSync(path.join(d, "setpriv")));
+}
+
 /** Start a private dockerd and wait until it answers _ping. */
 export async function startDockerd(opts: { dir?: string } = {}): Promise<TestDockerd> {
+  removeStaleDirs();
   const dir = opts.dir ?? `/tmp/acl-test-docker-${process.pid}`;
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(path.join(dir, "data"), { recursive: true });
@@ -76,7 +112,8 @@ export async function startDockerd(opts: { dir?: string } = {}): Promise<TestDoc
   ];
   let child: ChildProcess;
   let spawnError: Error | undefined;
-  child = spawn("dockerd", argv, { stdio: ["ignore", log, log], env: { ...process.env, PATH: sbinPath() } });
+  const [cmd, args] = hasSetpriv() ? ["setpriv", ["--pdeathsig", "TERM", "dockerd", ...argv]] : ["dockerd", argv];
+  child = spawn(cmd as string, args as string[], { stdio: ["ignore", log, log], env: { ...process.env, PATH: sbinPath() } });
   fs.closeSync(log);
   child.on("error", (e) => (spawnError = e));
   let exited: number | null | undefined;
@@ -89,7 +126,10 @@ export async function startDockerd(opts: { dir?: string } = {}): Promise<TestDoc
         `cannot start dockerd (${spawnError.message}): the Docker tests need a real engine; install it with: apt-get install docker.io`,
       );
     }
-    if (exited !== undefined) throw new Error(`dockerd exited with code ${exited} during startup; its log:\n${logTail(logFile)}`);
+    if (exited !== undefined) {
+      const hint = exited === 127 || /not found|No such file/.test(logTail(logFile)) ? " (install it with: apt-get install docker.io)" : "";
+      throw new Error(`dockerd exited with code ${exited} during startup${hint}; its log:\n${logTail(logFile)}`);
+    }
     if (fs.existsSync(socketPath) && (await pingSocket(socketPath))) break;
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
