@@ -34,7 +34,7 @@ import {
   treeOffset,
   uuidToBytes,
 } from "../formats/verity.js";
-import type { VerityWorkerData, VerityWorkerReply, VerityWorkerRequest } from "../formats/verity-worker.js";
+import { CTRL_ABORT, CTRL_DONE_CHUNKS, CTRL_LENGTH, hashClaimedChunks, type LeafJob, type VerityWorkerReply } from "../formats/verity-worker.js";
 
 export { deriveSalt, deriveUuid } from "../formats/verity.js";
 
@@ -58,8 +58,8 @@ export interface AppendVerityOptions extends HashOptions {
 const INLINE_LIMIT = 16 * 1024 * 1024;
 /** Bytes per unit of work (a worker message, or one step of the calling thread). */
 const CHUNK_BYTES = 1024 * 1024;
-/** In-flight chunks per worker: one being hashed, the next ones read ahead. */
-const SLOTS_PER_WORKER = 3;
+/** Chunks the calling thread hashes between turns of its event loop. */
+const CALLER_RUN_CHUNKS = 4;
 const MAX_WORKERS = 8;
 
 /**
@@ -269,20 +269,16 @@ function workerUrl(): URL {
   return new URL("../formats/verity-worker.ts", import.meta.url);
 }
 
-interface PoolEntry {
-  worker: Worker;
-  slotViews: Uint8Array[];
-  ready: Promise<void>;
-  /** Replies come back in request order, so a FIFO of waiters is enough. */
-  pending: { resolve: () => void; reject: (e: Error) => void }[];
-}
+/** Atomics.waitAsync (ES2024; present in Node 20+, missing from the ES2023 lib typings this project compiles with). */
+type WaitAsyncResult = { async: false; value: "not-equal" | "timed-out" } | { async: true; value: Promise<"ok" | "timed-out"> };
+const waitAsync = (Atomics as unknown as { waitAsync(a: Int32Array, index: number, value: number, timeoutMs: number): WaitAsyncResult }).waitAsync;
 
 /**
- * Chunks are handed out from one counter to the worker threads and to the
- * calling thread, which hashes too: a worker takes ~50-200 ms to start on a
- * busy machine, and the calling thread has the work done by then for small
- * images. Each worker keeps SLOTS_PER_WORKER chunks in flight, so the
- * calling thread's own hashing (~1 ms per chunk) does not leave them idle.
+ * Worker threads and the calling thread claim 1 MiB chunks from a shared
+ * counter and each read and hash their own; nobody waits on anybody per
+ * chunk. A worker takes ~50-200 ms to start on a busy machine; the calling
+ * thread has started hashing by then (small images are done before any
+ * worker is up, and those late workers are not waited for).
  */
 async function hashLeavesInWorkers(
   fh: FileHandle,
@@ -293,86 +289,56 @@ async function hashLeavesInWorkers(
   callerHashes: boolean,
 ): Promise<Uint8Array> {
   const chunkBlocks = Math.max(1, Math.floor(CHUNK_BYTES / blockSize));
-  const chunkBytes = chunkBlocks * blockSize;
   const nChunks = Math.ceil(dataBlocks / chunkBlocks);
-  const digests = new SharedArrayBuffer(dataBlocks * SHA256_DIGEST_SIZE);
+  const ctrlBuf = new SharedArrayBuffer(CTRL_LENGTH * Int32Array.BYTES_PER_ELEMENT);
+  const ctrl = new Int32Array(ctrlBuf);
+  const job: LeafJob = {
+    fd: fh.fd,
+    ctrl: ctrlBuf,
+    digests: new SharedArrayBuffer(dataBlocks * SHA256_DIGEST_SIZE),
+    salt: Uint8Array.from(salt),
+    blockSize,
+    dataBlocks,
+    chunkBlocks,
+  };
   const url = workerUrl();
-  const pool: PoolEntry[] = [];
+  const workers: Worker[] = [];
   let failure: Error | undefined;
-  let next = 0;
-  let markAllClaimed!: () => void;
-  const allClaimed = new Promise<void>((resolve) => (markAllClaimed = resolve));
-  /** The next chunk to hash, or -1 when every chunk has been handed out. */
-  const claim = (): number => {
-    if (next >= nChunks) {
-      markAllClaimed();
-      return -1;
-    }
-    return next++;
+  const fail = (e: Error): void => {
+    failure ??= e;
+    Atomics.store(ctrl, CTRL_ABORT, 1);
+    Atomics.notify(ctrl, CTRL_DONE_CHUNKS);
   };
   try {
     for (let w = 0; w < nWorkers; w++) {
-      const slots = Array.from({ length: SLOTS_PER_WORKER }, () => new SharedArrayBuffer(chunkBytes));
-      const data: VerityWorkerData = { slots, digests, salt: Uint8Array.from(salt), blockSize };
-      let markReady!: () => void;
-      const ready = new Promise<void>((resolve) => (markReady = resolve));
-      const entry: PoolEntry = { worker: new Worker(url, { workerData: data }), slotViews: slots.map((s) => new Uint8Array(s)), ready, pending: [] };
-      const fail = (e: Error): void => {
-        failure ??= e;
-        markReady();
-        for (const p of entry.pending.splice(0)) p.reject(e);
-      };
-      entry.worker.on("message", (m: VerityWorkerReply) => {
-        if (m.ready) return markReady();
-        const p = entry.pending.shift();
-        if (!m.error) return p?.resolve();
-        const e = new Error(`verity worker failed: ${m.error}`);
-        p?.reject(e);
-        fail(e);
+      const worker = new Worker(url, { workerData: { verityLeafJob: job } });
+      worker.on("message", (m: VerityWorkerReply) => {
+        if (m.error) fail(new Error(`verity worker failed: ${m.error}`));
       });
-      entry.worker.on("error", fail);
-      entry.worker.on("exit", (code) => fail(new Error(`verity worker exited early with code ${code}`)));
-      pool.push(entry);
+      worker.on("error", fail);
+      workers.push(worker);
     }
-
-    const feedWorker = async (entry: PoolEntry, slot: number): Promise<void> => {
-      // A worker that is still starting when the work runs out is not waited for.
-      await Promise.race([entry.ready, allClaimed]);
-      for (;;) {
-        if (failure) throw failure;
-        const c = claim();
-        if (c < 0) return;
-        const firstBlock = c * chunkBlocks;
-        const count = Math.min(chunkBlocks, dataBlocks - firstBlock);
-        await readAll(fh, entry.slotViews[slot]!.subarray(0, count * blockSize), firstBlock * blockSize);
-        await new Promise<void>((resolve, reject) => {
-          entry.pending.push({ resolve, reject });
-          entry.worker.postMessage({ slot, firstBlock, count } satisfies VerityWorkerRequest);
-        });
-      }
-    };
-    const hashHere = async (): Promise<void> => {
-      const out = new Uint8Array(digests);
-      const buf = Buffer.allocUnsafe(chunkBytes);
-      while (!failure) {
-        const c = claim();
-        if (c < 0) return;
-        const firstBlock = c * chunkBlocks;
-        const count = Math.min(chunkBlocks, dataBlocks - firstBlock);
-        const view = buf.subarray(0, count * blockSize);
-        await readAll(fh, view, firstBlock * blockSize);
-        hashBlocksInto(view, blockSize, salt, out, firstBlock * SHA256_DIGEST_SIZE);
-      }
-    };
-    await Promise.all([...(callerHashes ? [hashHere()] : []), ...pool.flatMap((entry) => Array.from({ length: SLOTS_PER_WORKER }, (_, slot) => feedWorker(entry, slot)))]);
+    if (callerHashes) {
+      // Short runs, so that this thread's event loop keeps turning.
+      while (!hashClaimedChunks(job, CALLER_RUN_CHUNKS).exhausted) await new Promise((r) => setImmediate(r));
+    }
+    for (;;) {
+      if (failure) throw failure;
+      const done = Atomics.load(ctrl, CTRL_DONE_CHUNKS);
+      if (done >= nChunks) break;
+      const w = waitAsync(ctrl, CTRL_DONE_CHUNKS, done, 1000);
+      if (w.async) await w.value;
+    }
     if (failure) throw failure;
-    return new Uint8Array(digests);
+    return new Uint8Array(job.digests);
+  } catch (e) {
+    fail(e as Error);
+    throw e;
   } finally {
-    // A worker still booting would hold up an awaited terminate(); let it finish in the background.
-    for (const p of pool) {
-      p.worker.removeAllListeners("exit");
-      p.worker.unref();
-      p.worker.terminate().catch(() => undefined);
+    // A worker still booting would hold up an awaited terminate(); let it end in the background.
+    for (const w of workers) {
+      w.unref();
+      w.terminate().catch(() => undefined);
     }
   }
 }
