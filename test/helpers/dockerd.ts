@@ -17,6 +17,8 @@ export interface TestDockerd {
   socketPath: string;
   dir: string;
   pid: number;
+  /** Resolves when the engine answers _ping; rejects with its log when it cannot start. */
+  ready: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -88,8 +90,8 @@ function hasSetpriv(): boolean {
     .some((d) => fs.existsSync(path.join(d, "setpriv")));
 }
 
-/** Start a private dockerd and wait until it answers _ping. */
-export async function startDockerd(opts: { dir?: string } = {}): Promise<TestDockerd> {
+/** Start a private dockerd; waits until it answers _ping unless `wait: false` (then await `ready`). */
+export async function startDockerd(opts: { dir?: string; wait?: boolean } = {}): Promise<TestDockerd> {
   removeStaleDirs();
   const dir = opts.dir ?? `/tmp/acl-test-docker-${process.pid}`;
   fs.rmSync(dir, { recursive: true, force: true });
@@ -119,24 +121,29 @@ export async function startDockerd(opts: { dir?: string } = {}): Promise<TestDoc
   let exited: number | null | undefined;
   child.on("exit", (code) => (exited = code));
 
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  for (;;) {
-    if (spawnError) {
-      throw new Error(
-        `cannot start dockerd (${spawnError.message}): the Docker tests need a real engine; install it with: apt-get install docker.io`,
-      );
+  const waitReady = async () => {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      if (spawnError) {
+        throw new Error(
+          `cannot start dockerd (${spawnError.message}): the Docker tests need a real engine; install it with: apt-get install docker.io`,
+        );
+      }
+      if (exited !== undefined) {
+        const hint = exited === 127 || /not found|No such file/.test(logTail(logFile)) ? " (install it with: apt-get install docker.io)" : "";
+        throw new Error(`dockerd exited with code ${exited} during startup${hint}; its log:\n${logTail(logFile)}`);
+      }
+      if (fs.existsSync(socketPath) && (await pingSocket(socketPath))) break;
+      if (Date.now() > deadline) {
+        child.kill("SIGKILL");
+        throw new Error(`dockerd did not answer _ping within ${START_TIMEOUT_MS / 1000}s; its log:\n${logTail(logFile)}`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
     }
-    if (exited !== undefined) {
-      const hint = exited === 127 || /not found|No such file/.test(logTail(logFile)) ? " (install it with: apt-get install docker.io)" : "";
-      throw new Error(`dockerd exited with code ${exited} during startup${hint}; its log:\n${logTail(logFile)}`);
-    }
-    if (fs.existsSync(socketPath) && (await pingSocket(socketPath))) break;
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`dockerd did not answer _ping within ${START_TIMEOUT_MS / 1000}s; its log:\n${logTail(logFile)}`);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  };
+  const ready = waitReady();
+  if (opts.wait === false) ready.catch(() => undefined); // reported to whoever awaits it
+  else await ready;
 
   const stop = async () => {
     if (exited !== undefined) return;
@@ -148,7 +155,7 @@ export async function startDockerd(opts: { dir?: string } = {}): Promise<TestDoc
     // Leave no mounts behind before removing the directory.
     fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
   };
-  return { host: `unix://${socketPath}`, socketPath, dir, pid: child.pid!, stop };
+  return { host: `unix://${socketPath}`, socketPath, dir, pid: child.pid!, ready, stop };
 }
 
 /**
@@ -166,8 +173,17 @@ export async function testDockerHost(): Promise<{ host: string; release: () => P
   }
   provided ??= process.env[DOCKER_HOST_ENV];
   if (provided) {
+    // The global setup starts the engine in the background: wait for it here.
     const sock = provided.replace(/^unix:\/\//, "");
-    if (!(await pingSocket(sock))) throw new Error(`the test Docker engine at ${provided} does not answer _ping`);
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (!(await pingSocket(sock))) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `the test Docker engine at ${provided} does not answer _ping; its log:\n${logTail(path.join(path.dirname(sock), "dockerd.log"))}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
     return { host: provided, release: async () => undefined };
   }
   const d = await startDockerd({ dir: `/tmp/acl-test-docker-${process.pid}-${Date.now() % 100000}` });

@@ -16,7 +16,9 @@ declare module "vitest" {
 let engine: TestDockerd | undefined;
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  engine = await startDockerd();
+  // Started in the background: runs that need no engine do not wait for it;
+  // testDockerHost() waits until it answers (or shows its log if it failed).
+  engine = await startDockerd({ wait: false });
   project.provide("aclDockerHost", engine.host);
   process.env[DOCKER_HOST_ENV] = engine.host;
   return async () => {
