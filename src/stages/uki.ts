@@ -11,7 +11,7 @@
  * addresses are the ones Debian's systemd 252 stub boots under OVMF; placing
  * them right after the stub's last section gave "Load Error".
  */
-import { copyFile, mkdir, rm, utimes, writeFile, readdir, stat, rename } from "node:fs/promises";
+import { copyFile, mkdir, rm, utimes, writeFile, readdir, readFile, stat, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { run, requireTools } from "../adapters/exec.js";
 import { UserError } from "../errors.js";
@@ -119,7 +119,7 @@ async function walk(dir: string): Promise<string[]> {
 }
 
 /** Build one UKI with objcopy at the fixed section addresses. */
-export async function buildUki(opts: { out: string; vmlinuz: string; initramfs: string; cmdline: string; osrel: string; workDir: string }): Promise<void> {
+export async function buildUki(opts: { out: string; vmlinuz: string; initramfs: string; cmdline: string; osrel: string; workDir: string; sourceDateEpoch: number }): Promise<void> {
   const size = (await stat(opts.vmlinuz)).size;
   if (size > MAX_KERNEL_SIZE) {
     throw new UserError(`kernel ${opts.vmlinuz} is ${size} bytes; a UKI here holds at most ${MAX_KERNEL_SIZE} bytes before .initrd`);
@@ -141,8 +141,42 @@ export async function buildUki(opts: { out: string; vmlinuz: string; initramfs: 
     ...sec(".initrd", opts.initramfs),
     UKI_STUB,
     tmp,
-  ], { hint: "objcopy comes from binutils; the stub from systemd-boot-efi" });
+  ], {
+    env: { SOURCE_DATE_EPOCH: String(opts.sourceDateEpoch) },
+    hint: "objcopy comes from binutils; the stub from systemd-boot-efi",
+  });
+  const pe = await readFile(tmp);
+  setPeTimestamp(pe, opts.sourceDateEpoch);
+  await writeFile(tmp, pe);
   await rename(tmp, opts.out);
+}
+
+/**
+ * objcopy stamps the COFF header with the current time (this binutils ignores
+ * SOURCE_DATE_EPOCH for PE). Set TimeDateStamp to the build's epoch and
+ * recompute the optional header's CheckSum, in place.
+ */
+export function setPeTimestamp(pe: Buffer, epoch: number): void {
+  if (pe.readUInt16LE(0) !== 0x5a4d) throw new UserError("UKI: not a PE file (no MZ header)");
+  const peOff = pe.readUInt32LE(0x3c);
+  if (pe.readUInt32LE(peOff) !== 0x00004550) throw new UserError("UKI: no PE signature");
+  const TIMESTAMP = peOff + 8;
+  const CHECKSUM = peOff + 24 + 64; // optional header + 64, PE32 and PE32+ alike
+  pe.writeUInt32LE(epoch >>> 0, TIMESTAMP);
+  pe.writeUInt32LE(0, CHECKSUM);
+  let sum = 0;
+  const n = pe.length & ~1;
+  for (let i = 0; i < n; i += 2) {
+    if (i === CHECKSUM || i === CHECKSUM + 2) continue;
+    sum += pe.readUInt16LE(i);
+    sum = (sum & 0xffff) + (sum >>> 16);
+  }
+  if (pe.length & 1) {
+    sum += pe[pe.length - 1]!;
+    sum = (sum & 0xffff) + (sum >>> 16);
+  }
+  sum = (sum & 0xffff) + (sum >>> 16);
+  pe.writeUInt32LE((sum + pe.length) >>> 0, CHECKSUM);
 }
 
 export async function buildEsp(opts: BuildEspOptions): Promise<EspResult> {
@@ -168,7 +202,7 @@ export async function buildEsp(opts: BuildEspOptions): Promise<EspResult> {
     for (const s of [...opts.slots].sort((a, b) => a.slot.localeCompare(b.slot))) {
       const cmdline = slotCmdline(s, opts.extraCmdline);
       const path = join(d, "EFI/Linux", ukiFileName(s.slot));
-      await buildUki({ out: path, vmlinuz: opts.vmlinuz, initramfs: opts.initramfs, cmdline, osrel: osReleaseText(opts.osRelease, s.slot), workDir: work });
+      await buildUki({ out: path, vmlinuz: opts.vmlinuz, initramfs: opts.initramfs, cmdline, osrel: osReleaseText(opts.osRelease, s.slot), workDir: work, sourceDateEpoch: opts.sourceDateEpoch });
       ukis.push({ slot: s.slot, path, cmdline });
     }
   } finally {

@@ -211,7 +211,12 @@ export async function buildTestImage(o: TestImageOptions): Promise<TestImage> {
 export async function testImage(name: string, o: Omit<TestImageOptions, "outDir"> = {}): Promise<TestImage> {
   const outDir = join(REPO, ".cache/boot-test-images", name);
   const marker = join(outDir, ".built");
-  const key = JSON.stringify(o);
+  // rebuild when the options or any code that shapes the image changed
+  const h = createHash("sha256").update(JSON.stringify(o));
+  for (const f of ["src/stages/kernel.ts", "src/stages/initramfs.ts", "src/stages/initramfs-init.ts", "src/stages/uki.ts", "src/stages/guest-checks.ts", "src/formats/cpio.ts", "test/boot/helpers/image.ts"]) {
+    h.update(readFileSync(join(REPO, f)));
+  }
+  const key = h.digest("hex");
   if (existsSync(marker) && readFileSync(marker, "utf8") === key) {
     const manifest = JSON.parse(readFileSync(join(outDir, "manifest.json"), "utf8")) as Manifest;
     const p = manifest.disk!.partitions.find((x) => x.label === "USR-A")!;
