@@ -29,6 +29,7 @@ import {
   listSetuid,
   mergeUsr,
   moveToFactory,
+  removeMachineState,
   removePackageManagers,
   resolveEtcLinks,
 } from "./sanitize.js";
@@ -211,7 +212,7 @@ export async function buildRootfs(o: RootfsOptions): Promise<{ id: string; dir: 
     images,
   });
   await writeFile(join(scratch, "sbom.spdx.json"), sbom.json);
-  const removed = await removePackageManagers(root);
+  const removed = [...(await removePackageManagers(root)), ...(await removeMachineState(root))];
   await auditPackageManagers(root);
   const setuid = await listSetuid(root);
   checkSetuid(setuid, spec.policy.allow_setuid, spec.specPath);

@@ -191,6 +191,55 @@ export async function auditPackageManagers(root: string): Promise<void> {
   }
 }
 
+/**
+ * Per-machine state that package installs leave behind and that must never be
+ * shared by every machine booted from the image (nor make builds differ):
+ * SSH host keys, machine ids, random seeds, caches and logs.
+ */
+export async function removeMachineState(root: string): Promise<string[]> {
+  const removed: string[] = [];
+  const { readdir: rd, writeFile: wf } = await import("node:fs/promises");
+  try {
+    for (const f of (await rd(join(root, "etc/ssh"))).sort()) {
+      if (/^ssh_host_.*_key(\.pub)?$/.test(f)) {
+        await rm(join(root, "etc/ssh", f));
+        removed.push(`etc/ssh/${f}`);
+      }
+    }
+  } catch {
+    /* no sshd */
+  }
+  for (const p of ["var/lib/dbus/machine-id", "var/lib/systemd/random-seed", "var/cache/ldconfig/aux-cache", "etc/ld.so.cache"]) {
+    try {
+      await lstat(join(root, p));
+      await rm(join(root, p), { recursive: true, force: true });
+      removed.push(p);
+    } catch {
+      /* absent */
+    }
+  }
+  try {
+    for (const f of (await rd(join(root, "var/log"), { recursive: true })).sort().reverse()) {
+      const st = await lstat(join(root, "var/log", f));
+      if (st.isFile()) {
+        await rm(join(root, "var/log", f));
+        removed.push(`var/log/${f}`);
+      }
+    }
+  } catch {
+    /* no logs */
+  }
+  // an empty machine-id marks the first boot for systemd (ConditionFirstBoot)
+  try {
+    await lstat(join(root, "etc"));
+    await rm(join(root, "etc/machine-id"), { force: true });
+    await wf(join(root, "etc/machine-id"), "");
+  } catch {
+    /* no /etc */
+  }
+  return removed;
+}
+
 /** setuid/setgid files (image paths), sorted. */
 export async function listSetuid(root: string): Promise<string[]> {
   const out: string[] = [];

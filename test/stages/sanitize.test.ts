@@ -126,3 +126,20 @@ describe("sanitize", () => {
     expect(await readdir(root)).toEqual(["usr"]);
   });
 });
+
+describe("machine state", () => {
+  it("removes SSH host keys, machine ids, seeds and logs, and leaves an empty machine-id", async () => {
+    const { removeMachineState } = await import("../../src/stages/sanitize.js");
+    await put("etc/ssh/ssh_host_ed25519_key", "secret");
+    await put("etc/ssh/ssh_host_ed25519_key.pub", "pub");
+    await put("etc/ssh/sshd_config", "Port 22\n");
+    await put("etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+    await put("var/lib/systemd/random-seed", "seed");
+    await put("var/log/apt/eipp.log.xz", "log");
+    const removed = await removeMachineState(root);
+    expect(removed).toEqual(expect.arrayContaining(["etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ed25519_key.pub", "var/lib/systemd/random-seed", "var/log/apt/eipp.log.xz"]));
+    expect(await exists("etc/ssh/sshd_config")).toBe(true);
+    expect(await readFile(join(root, "etc/machine-id"), "utf8")).toBe("");
+    expect(await exists("var/log/apt")).toBe(true);
+  });
+});
