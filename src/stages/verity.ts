@@ -39,7 +39,7 @@ import { CTRL_ABORT, CTRL_DONE_CHUNKS, CTRL_LENGTH, hashClaimedChunks, type Leaf
 export { deriveSalt, deriveUuid } from "../formats/verity.js";
 
 export interface HashOptions {
-  /** Worker threads for the leaf level (default: available cores, at most 8; 0 = hash in this thread). */
+  /** Worker threads for the leaf level (default: one per core besides the calling thread's, at most 8; 0 = hash in this thread only). */
   workers?: number;
   /** Whether the calling thread hashes chunks alongside the workers (default true; false is for tests). */
   callerHashes?: boolean;
@@ -246,8 +246,10 @@ async function readAll(fh: FileHandle, buf: Uint8Array, position: number): Promi
 /** sha256(salt ‖ block) of each of the first `dataBlocks` blocks of the file, concatenated. */
 export async function hashLeaves(fh: FileHandle, dataBlocks: number, blockSize: number, salt: Uint8Array, opts: HashOptions = {}): Promise<Uint8Array> {
   const total = dataBlocks * blockSize;
-  const nWorkers = Math.min(opts.workers ?? Math.min(availableParallelism(), MAX_WORKERS), Math.ceil(total / CHUNK_BYTES));
   const callerHashes = opts.callerHashes ?? true;
+  // The calling thread counts as one hashing thread when it takes part.
+  const defaultWorkers = Math.min(MAX_WORKERS, callerHashes ? availableParallelism() - 1 : Math.max(1, availableParallelism()));
+  const nWorkers = Math.min(opts.workers ?? defaultWorkers, Math.ceil(total / CHUNK_BYTES));
   if ((total <= INLINE_LIMIT && callerHashes) || nWorkers <= 0) {
     const out = Buffer.alloc(dataBlocks * SHA256_DIGEST_SIZE);
     const buf = Buffer.allocUnsafe(Math.min(total, CHUNK_BYTES));
