@@ -4,7 +4,7 @@
  * src/services/aks/agentpool-schema.ts) over the shipped 2026-08-01 spec,
  * and the stub az/kubectl/sleep environment.
  */
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -81,7 +81,6 @@ export interface StubState {
   pools: Record<string, StubPool>;
   latest: string;
   recent?: Record<string, string[]>;
-  imageFor?: Record<string, string>;
   cordoned?: string[];
   failOn?: string;
   bodies?: Record<string, Record<string, unknown>>;
@@ -104,6 +103,51 @@ export function stubStateFromPools(poolsFile: string, latest: string): StubState
   return { cluster: { provisioningState: "Succeeded" }, pools, latest };
 }
 
+/** Lay the state out as the folder test/fixtures/aks/stubs/stub.sh reads and updates. */
+export function writeStubState(state: StubState): string {
+  const dir = join(tmp("acl-aks-stub-"), "state");
+  mkdirSync(join(dir, "pools"), { recursive: true });
+  mkdirSync(join(dir, "cordoned"));
+  mkdirSync(join(dir, "recent"));
+  for (const [k, v] of Object.entries(state.cluster)) writeFileSync(join(dir, `cluster_${k}`), v);
+  writeFileSync(join(dir, "latest"), state.latest);
+  if (state.failOn) writeFileSync(join(dir, "fail_on"), state.failOn);
+  for (const [name, p] of Object.entries(state.pools)) {
+    mkdirSync(join(dir, "pools", name));
+    for (const [k, v] of Object.entries(p)) writeFileSync(join(dir, "pools", name, k), typeof v === "boolean" ? (v ? "True" : "False") : String(v));
+  }
+  for (const [pool, versions] of Object.entries(state.recent ?? {})) writeFileSync(join(dir, "recent", pool), versions.join("\n") + "\n");
+  for (const n of state.cordoned ?? []) writeFileSync(join(dir, "cordoned", n), "");
+  return dir;
+}
+
+export function readStubState(dir: string): StubState {
+  const txt = (...p: string[]) => readFileSync(join(dir, ...p), "utf8");
+  const pools: Record<string, StubPool> = {};
+  for (const name of readdirSync(join(dir, "pools")).sort()) {
+    const f = (k: string) => txt("pools", name, k);
+    pools[name] = {
+      provisioningState: f("provisioningState"),
+      mode: f("mode"),
+      osSku: f("osSku"),
+      nodeImageVersion: f("nodeImageVersion"),
+      enableAutoScaling: f("enableAutoScaling") === "True",
+      count: Number(f("count")),
+    };
+  }
+  const bodies: Record<string, Record<string, unknown>> = {};
+  if (existsSync(join(dir, "bodies"))) {
+    for (const b of readdirSync(join(dir, "bodies"))) bodies[b.replace(/\.json$/, "")] = readJson(join(dir, "bodies", b)).properties;
+  }
+  return {
+    cluster: { provisioningState: txt("cluster_provisioningState") },
+    pools,
+    latest: txt("latest"),
+    cordoned: readdirSync(join(dir, "cordoned")).sort(),
+    bodies,
+  };
+}
+
 export interface ScriptRun {
   status: number | null;
   stdout: string;
@@ -113,16 +157,15 @@ export interface ScriptRun {
 }
 
 /** Run a generated script with the stubs first on PATH; returns output, recorded calls and the final state. */
-export function runWithStubs(script: string, args: string[], stateFile: string): ScriptRun {
-  const log = `${stateFile}.calls`;
+export function runWithStubs(script: string, args: string[], stateDir: string): ScriptRun {
+  const log = `${stateDir}.calls`;
   writeFileSync(log, "");
   const r = spawnSync("bash", [script, ...args], {
     encoding: "utf8",
     env: {
       PATH: `${STUBS}:${process.env.PATH}`,
-      ACL_STUB_NODE: process.execPath,
       ACL_STUB_LOG: log,
-      ACL_STUB_STATE: stateFile,
+      ACL_STUB_STATE: stateDir,
       ACL_POLL_SECONDS: "0",
       ACL_WAIT_MINUTES: "1",
     },
@@ -131,7 +174,7 @@ export function runWithStubs(script: string, args: string[], stateFile: string):
     .split("\n")
     .filter(Boolean)
     .map((l) => JSON.parse(l) as string[]);
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, calls, state: readJson(stateFile) };
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, calls, state: readStubState(stateDir) };
 }
 
 /** Calls that change something (everything but show/list/get queries). */
