@@ -1,5 +1,5 @@
 import { describe, expect, it, beforeAll } from "vitest";
-import { readFile, writeFile, mkdir, readdir, copyFile } from "node:fs/promises";
+import { readFile, writeFile, mkdir, readdir, copyFile, rm } from "node:fs/promises";
 import { createHash, createPublicKey } from "node:crypto";
 import { join } from "node:path";
 import { run } from "../../src/adapters/exec.js";
@@ -9,7 +9,7 @@ import { signOutput, SIGN_FILES, PROVENANCE_FILE, SIGNATURE_FILE, PUBLIC_KEY_FIL
 import { decodeSha256Sums, SHA256SUMS_FILE } from "../../src/formats/sha256sums.js";
 import { envelopeFromJson, INTOTO_PAYLOAD_TYPE, pae } from "../../src/formats/dsse.js";
 import { keyId } from "../../src/formats/signature.js";
-import { fixtureProvenance, GOLDEN, makeFixture, tempDir, TEST_KEY, TEST_PUB } from "./fixture.js";
+import { fixtureProvenance, flipByte, GOLDEN, makeFixture, tempDir, TEST_KEY, TEST_PUB } from "./fixture.js";
 
 async function signFixture(dir: string, key = TEST_KEY) {
   const manifest = await makeFixture(dir);
@@ -175,8 +175,16 @@ describe("signOutput", () => {
     const prov = fixtureProvenance(manifest);
     const changed = { ...manifest, version: "9.9.9" };
     await expect(signOutput({ stagingDir: out, manifest: changed, privateKeyPath: TEST_KEY, provenance: prov })).rejects.toBeInstanceOf(BugError);
-    await writeFile(join(out, "usr.erofs"), "not the same bytes");
-    await expect(signOutput({ stagingDir: out, manifest, privateKeyPath: TEST_KEY, provenance: prov })).rejects.toThrow(/usr\.erofs is 18 bytes/);
+    await writeFile(join(out, "empty.txt"), "not the same bytes");
+    await expect(signOutput({ stagingDir: out, manifest, privateKeyPath: TEST_KEY, provenance: prov })).rejects.toThrow(/empty\.txt is 18 bytes, the manifest says 0/);
+    await writeFile(join(out, "empty.txt"), "");
+    await flipByte(join(out, "usr.erofs"), 7);
+    // same size: only a re-hash notices
+    await expect(signOutput({ stagingDir: out, manifest, privateKeyPath: TEST_KEY, provenance: prov, rehash: true })).rejects.toThrow(
+      /usr\.erofs has sha256 [0-9a-f]{64}, the manifest says/,
+    );
+    await rm(join(out, "disk.raw"));
+    await expect(signOutput({ stagingDir: out, manifest, privateKeyPath: TEST_KEY, provenance: prov })).rejects.toThrow(/disk\.raw is missing/);
     const listed = { ...manifest, artifacts: [...manifest.artifacts, { path: "SHA256SUMS", kind: "checksums" as const, size: 0, sha256: "0".repeat(64) }] };
     await writeFile(join(out, MANIFEST_FILE), canonicalJson(listed));
     await expect(signOutput({ stagingDir: out, manifest: listed, privateKeyPath: TEST_KEY, provenance: prov })).rejects.toThrow(/a file the sign stage writes/);
