@@ -382,6 +382,18 @@ describe("applyLayerTar: escapes are refused, nothing is written outside", () =>
     outsideUntouched();
   });
 
+  for (const format of ["gnu", "pax"]) {
+    it(`refuses a GNU tar sparse file (--format=${format}) instead of writing it wrongly`, async () => {
+      const src = path.join(base, "sparse-src");
+      fs.mkdirSync(src);
+      execFileSync("truncate", ["-s", "1M", path.join(src, "holes")]);
+      fs.writeFileSync(path.join(src, "holes"), "data at start", { flag: "r+" });
+      const t = execFileSync("tar", [`--format=${format}`, "--sparse", "-C", src, "-cf", "-", "holes"]);
+      fs.rmSync(src, { recursive: true });
+      await expect(apply(t, "sparse.tar")).rejects.toThrow(/sparse\.tar: entry '.*holes' (has an unsupported tar entry type|is a GNU sparse file)/);
+    });
+  }
+
   it("reports a truncated layer as a UserError naming it", async () => {
     const buf = await makeTar([{ name: "big", data: Buffer.alloc(10_000, 1) }]);
     await expect(apply(buf.subarray(0, 3000), "cut.tar")).rejects.toThrow(/cut\.tar: cannot read the layer/);

@@ -460,7 +460,12 @@ class LayerWriter {
   ): Promise<void> {
     const entry = h.name;
     const base = rel.slice(rel.lastIndexOf("/") + 1);
-    const type = h.type ?? "file";
+    // tar-stream gives null for typeflags it does not know (GNU sparse 'S', volume labels 'V', ...).
+    if (h.type == null) this.reject(entry, "has an unsupported tar entry type (GNU sparse file or volume label?)", "re-create the layer without --sparse");
+    const type = h.type;
+    if (h.pax && Object.keys(h.pax).some((k) => k.startsWith("GNU.sparse."))) {
+      this.reject(entry, "is a GNU sparse file (PAX GNU.sparse records), which acl does not read", "re-create the layer without --sparse");
+    }
 
     if (base.startsWith(WHITEOUT_PREFIX)) {
       const dir = rel.includes("/") ? rel.slice(0, rel.lastIndexOf("/")) : "";
