@@ -128,5 +128,5 @@ describe("acl build images/minimal.toml", () => {
     expect(ends.find((e) => e.stage === "usr")?.cached).toBe(true);
     expect(await sha(join(tmp, "c", "manifest.json"))).toBe(await sha(join(outA, "manifest.json")));
     await rm(join(tmp, "c"), { recursive: true, force: true });
-  });
+  }, 15 * 60_000);
 });

@@ -1,0 +1,58 @@
+/**
+ * Minimal PE/COFF header access for reproducible EFI binaries: objcopy stamps
+ * the current time into the COFF header of the UKIs it writes; we replace it
+ * with SOURCE_DATE_EPOCH and recompute the optional header's checksum.
+ */
+export const PE_SIGNATURE = 0x00004550; // "PE\0\0"
+/** e_lfanew: offset of the PE signature, stored at 0x3c of the DOS header. */
+export const DOS_LFANEW_OFFSET = 0x3c;
+/** TimeDateStamp: 4 bytes after the machine (2) and section count (2) fields. */
+export const COFF_TIMESTAMP_OFFSET = 8;
+/** The COFF header is 20 bytes; the optional header's CheckSum is at +64 in it. */
+export const OPTIONAL_HEADER_OFFSET = 4 + 20;
+export const OPTIONAL_CHECKSUM_OFFSET = 64;
+
+export class PeFormatError extends Error {}
+
+function peOffset(b: Uint8Array): number {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  if (b.length < 0x40 || b[0] !== 0x4d || b[1] !== 0x5a) throw new PeFormatError("not a PE file (no MZ header)");
+  const pe = v.getUint32(DOS_LFANEW_OFFSET, true);
+  if (pe + OPTIONAL_HEADER_OFFSET + OPTIONAL_CHECKSUM_OFFSET + 4 > b.length || v.getUint32(pe, true) !== PE_SIGNATURE) {
+    throw new PeFormatError("not a PE file (no PE signature)");
+  }
+  return pe;
+}
+
+/** The PE checksum (as IMAGEHLP's CheckSumMappedFile computes it), with the checksum field taken as zero. */
+export function peChecksum(b: Uint8Array): number {
+  const pe = peOffset(b);
+  const at = pe + OPTIONAL_HEADER_OFFSET + OPTIONAL_CHECKSUM_OFFSET;
+  let sum = 0;
+  for (let i = 0; i < b.length; i += 2) {
+    if (i === at || i === at + 2) continue;
+    const w = b[i]! | ((i + 1 < b.length ? b[i + 1]! : 0) << 8);
+    sum += w;
+    sum = (sum & 0xffff) + (sum >>> 16);
+  }
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return (sum + b.length) >>> 0;
+}
+
+export function readPeTimestamp(b: Uint8Array): number {
+  const pe = peOffset(b);
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(pe + COFF_TIMESTAMP_OFFSET, true);
+}
+
+/**
+ * Return a copy with TimeDateStamp set to `epoch` and, when the image carries
+ * a checksum (non-zero), the checksum recomputed.
+ */
+export function withPeTimestamp(bytes: Uint8Array, epoch: number): Buffer {
+  const b = Buffer.from(bytes);
+  const pe = peOffset(b);
+  b.writeUInt32LE(epoch >>> 0, pe + COFF_TIMESTAMP_OFFSET);
+  const at = pe + OPTIONAL_HEADER_OFFSET + OPTIONAL_CHECKSUM_OFFSET;
+  if (b.readUInt32LE(at) !== 0) b.writeUInt32LE(peChecksum(b), at);
+  return b;
+}
