@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -263,5 +264,42 @@ describe("docker-archive", () => {
   it("refuses a tarball without manifest.json", async () => {
     const file = write("notdocker.tar", await makeTar([{ name: "x", data: "x" }]));
     await expect(applyDockerArchive(file, root)).rejects.toThrow(/has no manifest\.json \(docker save\)/);
+  });
+});
+
+describe("archives written by the real skopeo", () => {
+  for (const format of ["gzip", "zstd"] as const) {
+    it(`applies skopeo's oci-archive (${format} layers) converted from a docker save`, async () => {
+      const { archive, imageId } = await dockerSaveClassic(await threeLayers(), "acl/skopeo:1");
+      const src = write("src.tar", archive);
+      const dest = path.join(base, `skopeo-${format}.tar`);
+      execFileSync(
+        "skopeo",
+        ["--insecure-policy", "copy", "--dest-compress", "--dest-compress-format", format, `docker-archive:${src}`, `oci-archive:${dest}:v1`],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      const res = await applyOciArchive(dest, root, { ref: "v1" });
+      expect(res.layers).toBe(3);
+      expect(res.layerStats.map((s) => s.compression)).toEqual([format, format, format]);
+      expect(res.configDigest).toBe(imageId); // skopeo keeps the config blob byte for byte
+      checkThreeLayers();
+    });
+  }
+
+  it("applies skopeo's docker-archive written from an OCI image", async () => {
+    const { archive, imageId } = await dockerSaveClassic(await threeLayers(), "acl/skopeo:1");
+    const src = write("src.tar", archive);
+    const dest = path.join(base, "skopeo-oci.tar");
+    execFileSync("skopeo", ["--insecure-policy", "copy", "--dest-compress", `docker-archive:${src}`, `oci-archive:${dest}:v1`], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const back = path.join(base, "back.tar");
+    execFileSync("skopeo", ["--insecure-policy", "copy", `oci-archive:${dest}:v1`, `docker-archive:${back}:acl/back:1`], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const res = await applyDockerArchive(back, root);
+    expect(res.digest).toBe(imageId);
+    expect(res.layers).toBe(3);
+    checkThreeLayers();
   });
 });
