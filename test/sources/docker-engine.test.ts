@@ -5,6 +5,7 @@
  * archive built here (so the engine's own overlay2 whiteout handling is the
  * oracle for ours).
  */
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -21,6 +22,7 @@ import {
 } from "../../src/adapters/docker.js";
 import { UserError } from "../../src/errors.js";
 import { applyDockerArchive } from "../../src/stages/sources/docker.js";
+import { applyOciArchive } from "../../src/stages/sources/oci.js";
 import { dockerSaveClassic, makeTar, type TEntry } from "../fixtures/oci/build.js";
 import { testDockerHost } from "../helpers/dockerd.js";
 import { comparable, snapshot } from "./tree.js";
@@ -182,6 +184,16 @@ describe("docker source (real engine)", () => {
     const viaSave = await exportImage(LAYERED, exact, { engine });
     expect(viaSave.stats.whiteouts).toBe(2);
     expect(comparable(snapshot(exact))).toEqual(comparable(snapshot(ours)));
+
+    // The same image taken out of the engine as an OCI archive by the real skopeo.
+    const ociFile = path.join(base, "layered.oci.tar");
+    execFileSync("skopeo", ["--insecure-policy", "copy", "--src-daemon-host", host, `docker-daemon:${LAYERED}`, `oci-archive:${ociFile}:v1`], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const viaOci = freshDir("via-oci");
+    const oci = await applyOciArchive(ociFile, viaOci);
+    expect(oci.layers).toBe(3);
+    expect(comparable(snapshot(viaOci))).toEqual(comparable(snapshot(ours)));
   });
 
   it("names the image and suggests pull/load when it is not in the engine", async () => {
