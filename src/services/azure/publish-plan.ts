@@ -92,7 +92,7 @@ async function checkVhd(imageDir: string, m: Manifest) {
       hint: "the file changed after `acl build`; rebuild or restore it",
     });
   }
-  if (size < VHD_FOOTER_SIZE + MIB) throw new UserError(`${path}: ${size} bytes is too small for a fixed VHD (rule: fixed-vhd)`, { file: path });
+  if (size < VHD_FOOTER_SIZE) throw new UserError(`${path}: ${size} bytes is too small for a VHD (rule: fixed-vhd)`, { file: path });
   const fh = await open(path, "r");
   const footerBytes = Buffer.alloc(VHD_FOOTER_SIZE);
   try {
