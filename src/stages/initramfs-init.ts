@@ -49,6 +49,8 @@ export interface InitScriptOptions {
   init: InitKind;
   /** Module files to insmod, in load order, relative to /lib/modules/<release>. */
   modules: readonly string[];
+  /** Loaded only when /usr is not erofs. */
+  squashfsModules?: readonly string[];
 }
 
 export const INIT_PATHS: Record<InitKind, string> = {
@@ -65,6 +67,7 @@ CORRUPTION='@CORRUPTION@'
 NEXT_INIT='@NEXT_INIT@'
 KREL='@RELEASE@'
 MODULES='@MODULES@'
+SQUASHFS_MODULES='@SQUASHFS_MODULES@'
 
 say() { echo "acl-init: $*"; }
 
@@ -176,18 +179,26 @@ for d in usr etc var run proc sys dev tmp root home; do
 done
 chmod 1777 /sysroot/tmp
 chmod 0700 /sysroot/root
-mount -t erofs -o ro /dev/mapper/usr /sysroot/usr 2>/dev/null \
-  || mount -t squashfs -o ro /dev/mapper/usr /sysroot/usr \
-  || fatal "cannot mount /dev/mapper/usr (erofs or squashfs) on /sysroot/usr"
+if ! mount -t erofs -o ro /dev/mapper/usr /sysroot/usr 2>/dev/null; then
+  for m in $SQUASHFS_MODULES; do insmod "/lib/modules/$KREL/$m" 2>/dev/null; done
+  mount -t squashfs -o ro /dev/mapper/usr /sysroot/usr \
+    || fatal "cannot mount /dev/mapper/usr (erofs or squashfs) on /sysroot/usr"
+fi
 say "usr mounted read-only from dm-verity"
 for l in bin sbin lib lib64; do
   if [ ! -e "/sysroot/$l" ] && [ ! -L "/sysroot/$l" ]; then ln -s "usr/$l" "/sysroot/$l"; fi
 done
 if [ ! -e /sysroot/etc/.acl-factory-populated ] && [ -d /sysroot/usr/share/factory/etc ]; then
-  # copy what is missing, never overwrite (busybox cp -n skips whole existing directories)
-  (cd /sysroot/usr/share/factory/etc && find . -mindepth 1 | while read -r p; do
-    [ -e "/sysroot/etc/$p" ] || [ -L "/sysroot/etc/$p" ] || cp -a "$p" "/sysroot/etc/$p"
-  done) || fatal "cannot populate /etc from /usr/share/factory/etc"
+  if [ -z "$(ls -A /sysroot/etc)" ]; then
+    # empty: one recursive copy (much faster than a walk under emulation)
+    rmdir /sysroot/etc && cp -a /sysroot/usr/share/factory/etc /sysroot/etc \
+      || fatal "cannot populate /etc from /usr/share/factory/etc"
+  else
+    # copy what is missing, never overwrite (busybox cp -n skips whole existing directories)
+    (cd /sysroot/usr/share/factory/etc && find . -mindepth 1 | while read -r p; do
+      [ -e "/sysroot/etc/$p" ] || [ -L "/sysroot/etc/$p" ] || cp -a "$p" "/sysroot/etc/$p"
+    done) || fatal "cannot populate /etc from /usr/share/factory/etc"
+  fi
   : > /sysroot/etc/.acl-factory-populated
   say "etc populated from /usr/share/factory/etc (first boot)"
 fi
@@ -205,7 +216,7 @@ const SAFE = /^[A-Za-z0-9._+\-/]+$/;
 
 /** Render /init for one image. Values are checked so nothing needs shell quoting. */
 export function renderInitScript(o: InitScriptOptions): string {
-  for (const [k, v] of [["release", o.release], ...o.modules.map((m) => ["module", m] as const)] as const) {
+  for (const [k, v] of [["release", o.release], ...[...o.modules, ...(o.squashfsModules ?? [])].map((m) => ["module", m] as const)] as const) {
     if (!SAFE.test(v)) throw new RangeError(`initramfs: unsafe ${k} '${v}'`);
   }
   const values: Record<string, string> = {
@@ -215,6 +226,7 @@ export function renderInitScript(o: InitScriptOptions): string {
     NEXT_INIT: INIT_PATHS[o.init],
     RELEASE: o.release,
     MODULES: o.modules.join(" "),
+    SQUASHFS_MODULES: (o.squashfsModules ?? []).join(" "),
   };
   return TEMPLATE.replace(/@([A-Z_]+)@/g, (_, k: string) => {
     const v = values[k];

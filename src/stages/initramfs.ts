@@ -14,11 +14,17 @@ import { encodeCpio, type CpioEntry } from "../formats/cpio.js";
 import type { Reporter } from "../output/reporter.js";
 import { renderInitScript, type CorruptionPolicy, type InitKind, type Microarch } from "./initramfs-init.js";
 
-/** Modules the early boot wants. Missing ones are fine when built in or absent from the flavour (ahci in -cloud). */
-export const INITRAMFS_MODULES = [
+/**
+ * Modules /init loads on every boot (storage, device-mapper, erofs). Missing
+ * ones are fine when built in or absent from the flavour (ahci in -cloud).
+ */
+export const BOOT_MODULES = [
   "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "nvme", "hv_storvsc",
-  "dm_mod", "dm_verity", "erofs", "squashfs", "ext4", "overlay", "vfat",
+  "dm_mod", "dm_verity", "erofs", "ext4",
 ] as const;
+/** Shipped too, loaded only when needed (squashfs when /usr is not erofs); insmod costs time under TCG. */
+export const ON_DEMAND_MODULES = ["squashfs", "overlay", "vfat"] as const;
+export const INITRAMFS_MODULES = [...BOOT_MODULES, ...ON_DEMAND_MODULES] as const;
 /** Without these (as module or built in) no acl image can boot. */
 export const ESSENTIAL_MODULES = ["dm_mod", "dm_verity", "erofs", "ext4"] as const;
 
@@ -42,8 +48,10 @@ export interface BuildInitramfsOptions {
 export interface InitramfsResult {
   path: string;
   sha256: string;
-  /** Module names included, in load order. */
+  /** Module names included, in dependency order. */
   modules: string[];
+  /** The ones /init loads on every boot, in load order. */
+  bootModules: string[];
 }
 
 /** Module name as the kernel knows it: basename without .ko[.xz|.zst|.gz], dashes as underscores. */
@@ -191,19 +199,20 @@ export async function buildInitramfs(opts: BuildInitramfsOptions): Promise<Initr
     });
   }
   if (closure.missing.length) opts.reporter?.info(`initramfs: not in kernel ${opts.release}: ${closure.missing.join(", ")}`);
-  const loadOrder: string[] = [];
+  const plain = (p: string) => p.replace(/\.(xz|zst|gz)$/, "");
   for (const p of closure.order) {
-    const plain = p.replace(/\.(xz|zst|gz)$/, "");
-    add({ path: `lib/modules/${opts.release}/${plain}`, type: "file", perm: 0o644, data: await decompressModule(join(modDir, p)) });
-    loadOrder.push(plain);
+    add({ path: `lib/modules/${opts.release}/${plain(p)}`, type: "file", perm: 0o644, data: await decompressModule(join(modDir, p)) });
   }
+  const dep = parseModulesDep(depText);
+  const loadOrder = moduleClosure(dep, builtin, BOOT_MODULES).order.map(plain);
+  const squashfsOrder = moduleClosure(dep, builtin, ["squashfs"]).order.map(plain);
 
   add({
     path: "init",
     type: "file",
     perm: 0o755,
     data: new TextEncoder().encode(
-      renderInitScript({ release: opts.release, microarch: opts.microarch, corruption: opts.corruption, init: opts.init, modules: loadOrder }),
+      renderInitScript({ release: opts.release, microarch: opts.microarch, corruption: opts.corruption, init: opts.init, modules: loadOrder, squashfsModules: squashfsOrder }),
     ),
   });
   add({ path: "etc/initrd-release", type: "file", perm: 0o644, data: new TextEncoder().encode(`NAME="acl initramfs"\nID=acl-initrd\n`) });
@@ -221,6 +230,6 @@ export async function buildInitramfs(opts: BuildInitramfsOptions): Promise<Initr
   await writeFile(tmp, bytes);
   await rename(tmp, opts.outFile);
   const sha256 = createHash("sha256").update(bytes).digest("hex");
-  st?.end({ note: `${(bytes.length / 1048576).toFixed(1)} MiB, ${loadOrder.length} modules` });
-  return { path: opts.outFile, sha256, modules: loadOrder.map(moduleName) };
+  st?.end({ note: `${(bytes.length / 1048576).toFixed(1)} MiB, ${closure.order.length} modules (${loadOrder.length} loaded at boot)` });
+  return { path: opts.outFile, sha256, modules: closure.order.map(moduleName), bootModules: loadOrder.map(moduleName) };
 }

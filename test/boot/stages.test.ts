@@ -68,7 +68,10 @@ describe("kernel and initramfs", () => {
     const b = await buildInitramfs({ ...o, outFile: join(out, "b.img") });
     expect(a.sha256).toBe(b.sha256);
     expect(sha(a.path)).toBe(a.sha256);
-    expect(a.modules).toEqual(expect.arrayContaining(["dm_mod", "dm_verity", "erofs", "virtio_blk", "virtio_pci", "squashfs", "overlay", "hv_storvsc"]));
+    expect(a.modules).toEqual(expect.arrayContaining(["dm_mod", "dm_verity", "erofs", "virtio_blk", "virtio_pci", "squashfs", "overlay", "vfat", "hv_storvsc"]));
+    expect(a.bootModules).toEqual(expect.arrayContaining(["dm_mod", "dm_verity", "erofs", "virtio_blk", "virtio_pci", "hv_storvsc"]));
+    expect(a.bootModules).not.toContain("squashfs");
+    expect(a.bootModules).not.toContain("overlay");
     const raw = gunzipSync(readFileSync(a.path));
     const list = sh(["cpio", "-t", "--quiet"], { input: raw }).split("\n");
     for (const p of ["init", "bin/busybox", "bin/switch_root", "sbin/veritysetup", "sbin/blkid", "lib64/ld-linux-x86-64.so.2", "dev/console",
@@ -82,6 +85,7 @@ describe("kernel and initramfs", () => {
     expect(init).toContain("MICROARCH='x86-64-v3'");
     expect(init).toContain("CORRUPTION='restart'");
     expect(init).toContain("NEXT_INIT='/usr/lib/systemd/systemd'");
+    expect(init).toMatch(/^SQUASHFS_MODULES='kernel\/fs\/squashfs\/squashfs\.ko'$/m);
     // extract and run veritysetup from it: its ldd closure is complete
     const x = join(out, "x");
     mkdirSync(x);

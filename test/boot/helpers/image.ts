@@ -36,6 +36,10 @@ export interface TestImageOptions {
   outDir: string;
   microarch?: Microarch;
   corruption?: CorruptionPolicy;
+  /** Default busybox (a busybox-static /usr). "systemd" needs `systemdRootfsTar`. */
+  init?: "busybox" | "systemd";
+  /** A Debian tree as a tarball (mmdebstrap --variant=minbase --include=systemd,...,containerd). */
+  systemdRootfsTar?: string;
   sourceDateEpoch?: number;
 }
 
@@ -95,9 +99,20 @@ export async function buildTestImage(o: TestImageOptions): Promise<TestImage> {
   mkdirSync(work, { recursive: true });
   mkdirSync(o.outDir, { recursive: true });
   const tree = join(work, "tree");
-  makeTree(tree);
+  const init = o.init ?? "busybox";
+  if (init === "systemd") {
+    if (!o.systemdRootfsTar) throw new Error("a systemd test image needs systemdRootfsTar");
+    mkdirSync(tree);
+    sh(["tar", "-C", tree, "-xf", o.systemdRootfsTar]);
+    // a crude sanitize: no package managers, no package database
+    execFileSync("sh", ["-c", "rm -rf usr/bin/dpkg* usr/bin/apt* usr/lib/apt usr/lib/dpkg var/lib/dpkg var/lib/apt var/cache/apt etc/apt usr/sbin/dpkg*"], { cwd: tree });
+    writeFileSync(join(tree, "etc/hostname"), "acl-test\n");
+    rmSync(join(tree, "etc/machine-id"), { force: true });
+  } else {
+    makeTree(tree);
+  }
   const kernel = await installKernel({ rootDir: tree, cacheDir: KERNEL_CACHE });
-  await installGuestChecks(tree, "busybox");
+  await installGuestChecks(tree, init);
   // what the integrator's sanitize does: /etc defaults move into /usr/share/factory/etc
   mkdirSync(join(tree, "usr/share/factory"), { recursive: true });
   renameSync(join(tree, "etc"), join(tree, "usr/share/factory/etc"));
@@ -118,7 +133,7 @@ export async function buildTestImage(o: TestImageOptions): Promise<TestImage> {
   const payloadSize = statSync(usrImg).size;
 
   const initrd = join(o.outDir, "initramfs.img");
-  await buildInitramfs({ release: kernel.release, rootDir: tree, microarch, corruption, init: "busybox", outFile: initrd, sourceDateEpoch: epoch });
+  await buildInitramfs({ release: kernel.release, rootDir: tree, microarch, corruption, init, outFile: initrd, sourceDateEpoch: epoch });
   const vmlinuz = join(o.outDir, "vmlinuz");
   copyFileSync(kernel.vmlinuz, vmlinuz);
 
@@ -133,7 +148,7 @@ export async function buildTestImage(o: TestImageOptions): Promise<TestImage> {
   sh(["mkfs.vfat", "-F", "32", "-s", "1", "-n", "EFI-SYSTEM", "--invariant", "-i", "0ac1e5f0", espImg]);
   const espEntries = readdirSync(espDir).map((e) => join(espDir, e));
   sh(["mcopy", "-s", "-m", "-i", espImg, ...espEntries, "::/"], { SOURCE_DATE_EPOCH: String(epoch) });
-  const rootSize = 64 * MiB;
+  const rootSize = (init === "systemd" ? 256 : 64) * MiB;
   const rootImg = join(work, "root.img");
   sh(["truncate", "-s", String(rootSize), rootImg]);
   sh(["mkfs.ext4", "-q", "-L", "ROOT", "-U", ROOT_UUID, "-E", "hash_seed=" + ROOT_UUID, rootImg], { E2FSPROGS_FAKE_TIME: String(epoch) });
