@@ -189,37 +189,45 @@ export async function verifyOutput(opts: VerifyOptions): Promise<VerifyResult> {
   if (!envBytes) {
     add("provenance-signature", false, `${PROVENANCE_FILE} is missing`, PROVENANCE_FILE);
   } else {
+    let env: ReturnType<typeof envelopeFromJson> | undefined;
     try {
-      const env = envelopeFromJson(JSON.parse(envBytes.toString("utf8")));
-      const msg = pae(env.payloadType, env.payload);
-      const good = env.signatures.filter((s) => verifyBytes(trusted.key, msg, s.sig));
-      add(
-        "provenance-signature",
-        good.length > 0,
-        good.length
-          ? `DSSE signature by key ${trusted.keyId.slice(0, 16)}`
-          : `none of the ${env.signatures.length} DSSE signature(s) verifies with key ${trusted.keyId.slice(0, 16)} (envelope keyids: ${env.signatures.map((s) => s.keyid ?? "none").join(", ")})`,
-        PROVENANCE_FILE,
-      );
-      if (env.payloadType !== INTOTO_PAYLOAD_TYPE) throw new Error(`payloadType is '${env.payloadType}', expected '${INTOTO_PAYLOAD_TYPE}'`);
-      const st = JSON.parse(env.payload.toString("utf8")) as { _type?: unknown; predicateType?: unknown; subject?: unknown };
-      if (st._type !== INTOTO_STATEMENT_TYPE) throw new Error(`statement _type is '${String(st._type)}', expected '${INTOTO_STATEMENT_TYPE}'`);
-      if (st.predicateType !== SLSA_PROVENANCE_V1) throw new Error(`predicateType is '${String(st.predicateType)}', expected '${SLSA_PROVENANCE_V1}'`);
-      add("provenance-statement", true, `in-toto Statement v1, ${SLSA_PROVENANCE_V1}`, PROVENANCE_FILE);
-      if (!Array.isArray(st.subject)) throw new Error("statement has no subject list");
-      const subj = new Map<string, string>();
-      for (const s of st.subject as { name?: unknown; digest?: { sha256?: unknown } }[]) {
-        if (typeof s?.name === "string" && typeof s.digest?.sha256 === "string") subj.set(s.name, s.digest.sha256);
-      }
-      const problems: string[] = [];
-      for (const [p, h] of sumsMap) {
-        if (!subj.has(p)) problems.push(`${p} is not a subject`);
-        else if (subj.get(p) !== h) problems.push(`${p}: subject sha256 ${subj.get(p)} != ${SHA256SUMS_FILE} ${h}`);
-      }
-      for (const p of subj.keys()) if (!sumsMap.has(p)) problems.push(`subject ${p} is not in ${SHA256SUMS_FILE}`);
-      add("provenance-subjects", problems.length === 0, problems.length ? problems.join("; ") : `${subj.size} subjects match ${SHA256SUMS_FILE}`, PROVENANCE_FILE);
+      env = envelopeFromJson(JSON.parse(envBytes.toString("utf8")));
     } catch (e) {
-      add("provenance-statement", false, `${PROVENANCE_FILE}: ${(e as Error).message}`, PROVENANCE_FILE);
+      add("provenance-signature", false, `${PROVENANCE_FILE} is not a DSSE envelope: ${(e as Error).message}`, PROVENANCE_FILE);
+    }
+    if (env) {
+      try {
+        const msg = pae(env.payloadType, env.payload);
+        const good = env.signatures.filter((s) => verifyBytes(trusted.key, msg, s.sig));
+        add(
+          "provenance-signature",
+          good.length > 0,
+          good.length
+            ? `DSSE signature by key ${trusted.keyId.slice(0, 16)}`
+            : `none of the ${env.signatures.length} DSSE signature(s) verifies with key ${trusted.keyId.slice(0, 16)} (envelope keyids: ${env.signatures.map((s) => s.keyid ?? "none").join(", ")})`,
+          PROVENANCE_FILE,
+        );
+        if (env.payloadType !== INTOTO_PAYLOAD_TYPE) throw new Error(`payloadType is '${env.payloadType}', expected '${INTOTO_PAYLOAD_TYPE}'`);
+        const st = JSON.parse(env.payload.toString("utf8")) as { _type?: unknown; predicateType?: unknown; subject?: unknown };
+        if (st._type !== INTOTO_STATEMENT_TYPE) throw new Error(`statement _type is '${String(st._type)}', expected '${INTOTO_STATEMENT_TYPE}'`);
+        if (st.predicateType !== SLSA_PROVENANCE_V1) throw new Error(`predicateType is '${String(st.predicateType)}', expected '${SLSA_PROVENANCE_V1}'`);
+        add("provenance-statement", true, `in-toto Statement v1, ${SLSA_PROVENANCE_V1}`, PROVENANCE_FILE);
+        const subj = new Map<string, string>();
+        const problems: string[] = [];
+        if (!Array.isArray(st.subject)) problems.push("the statement has no subject list");
+        for (const s of (Array.isArray(st.subject) ? st.subject : []) as { name?: unknown; digest?: { sha256?: unknown } }[]) {
+          if (typeof s?.name === "string" && typeof s.digest?.sha256 === "string") subj.set(s.name, s.digest.sha256);
+          else problems.push(`malformed subject ${JSON.stringify(s).slice(0, 80)}`);
+        }
+        for (const [p, h] of sumsMap) {
+          if (!subj.has(p)) problems.push(`${p} is not a subject`);
+          else if (subj.get(p) !== h) problems.push(`${p}: subject sha256 ${subj.get(p)} != ${SHA256SUMS_FILE} ${h}`);
+        }
+        for (const p of subj.keys()) if (!sumsMap.has(p)) problems.push(`subject ${p} is not in ${SHA256SUMS_FILE}`);
+        add("provenance-subjects", problems.length === 0, problems.length ? problems.join("; ") : `${subj.size} subjects match ${SHA256SUMS_FILE}`, PROVENANCE_FILE);
+      } catch (e) {
+        add("provenance-statement", false, `${PROVENANCE_FILE}: ${(e as Error).message}`, PROVENANCE_FILE);
+      }
     }
   }
 

@@ -1,6 +1,8 @@
 import { describe, expect, it, beforeAll } from "vitest";
 import { readFile, writeFile, rm, copyFile } from "node:fs/promises";
-import { createHash } from "node:crypto";
+import { createHash, createPrivateKey } from "node:crypto";
+import { INTOTO_PAYLOAD_TYPE, pae } from "../../src/formats/dsse.js";
+import { signBytes } from "../../src/formats/signature.js";
 import { join } from "node:path";
 import { run } from "../../src/adapters/exec.js";
 import { UserError } from "../../src/errors.js";
@@ -168,6 +170,36 @@ describe("acl verify (service)", () => {
     const e2 = await failure(d2);
     expect(e2.message).toContain("provenance-signature: none of the 1 DSSE signature(s) verifies");
     expect(e2.message).toMatch(/\(1 of 13 checks\)/);
+  });
+
+  it("fails on a provenance envelope that is missing, not JSON, or validly signed but wrong", async () => {
+    const d = await copy();
+    await rm(join(d, PROVENANCE_FILE));
+    expect((await failure(d)).message).toContain("provenance-signature: provenance.intoto.json is missing");
+    await writeFile(join(d, PROVENANCE_FILE), "[]");
+    expect((await failure(d)).message).toContain("provenance.intoto.json is not a DSSE envelope: envelope is not a JSON object");
+
+    // re-signed with the right key, so only the content checks can catch these
+    const key = createPrivateKey(await readFile(TEST_KEY));
+    const resign = async (edit: (st: Record<string, any>) => void) => {
+      const env = JSON.parse(await readFile(join(signed, PROVENANCE_FILE), "utf8"));
+      const st = JSON.parse(Buffer.from(env.payload, "base64").toString("utf8"));
+      edit(st);
+      const payload = Buffer.from(JSON.stringify(st));
+      env.payload = payload.toString("base64");
+      env.signatures[0].sig = signBytes(key, pae(INTOTO_PAYLOAD_TYPE, payload)).toString("base64");
+      await writeFile(join(d, PROVENANCE_FILE), JSON.stringify(env));
+      return failure(d);
+    };
+    const e1 = await resign((st) => (st.predicateType = "https://slsa.dev/provenance/v0.2"));
+    expect(e1.message).toContain("provenance-statement: provenance.intoto.json: predicateType is 'https://slsa.dev/provenance/v0.2'");
+    expect(e1.message).toMatch(/\(1 of 12 checks\)/);
+    const e2 = await resign((st) => (st.subject = st.subject.filter((x: { name: string }) => x.name !== "disk.raw")));
+    expect(e2.message).toContain("provenance-subjects: disk.raw is not a subject");
+    const e3 = await resign((st) => st.subject.push({ name: "other.bin", digest: { sha256: "0".repeat(64) } }));
+    expect(e3.message).toContain("provenance-subjects: subject other.bin is not in SHA256SUMS");
+    const e4 = await resign((st) => delete st.subject);
+    expect(e4.message).toContain("provenance-subjects: the statement has no subject list");
   });
 
   it("fails on a missing or swapped acl-signing.pub even when signatures are good", async () => {
