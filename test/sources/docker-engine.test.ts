@@ -9,6 +9,7 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   connectDocker,
@@ -23,13 +24,12 @@ import {
 import { UserError } from "../../src/errors.js";
 import { applyDockerArchive } from "../../src/stages/sources/docker.js";
 import { applyOciArchive } from "../../src/stages/sources/oci.js";
+import { applyLayerTar } from "../../src/stages/sources/tar-apply.js";
 import { dockerSaveClassic, makeTar, type TEntry } from "../fixtures/oci/build.js";
 import { testDockerHost } from "../helpers/dockerd.js";
 import { comparable, snapshot } from "./tree.js";
-import { applyLayerTar } from "../../src/stages/sources/tar-apply.js";
-import { Readable } from "node:stream";
 
-/** Mountpoints and the mtab link `docker create` adds; exportImage keeps them (empty placeholders files are dropped). */
+/** Mountpoints and the mtab link `docker create` adds; the export method keeps them (empty placeholder files are dropped). */
 const INIT_LAYER = new Set(["dev", "dev/pts", "dev/shm", "etc/mtab", "proc", "sys"]);
 const notInit = (p: string) => INIT_LAYER.has(p);
 

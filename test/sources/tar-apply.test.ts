@@ -394,6 +394,18 @@ describe("applyLayerTar: escapes are refused, nothing is written outside", () =>
     });
   }
 
+  it("refuses a root that is a symlink, and reports a write failure with the entry named", async () => {
+    const buf = await makeTar([{ name: "ok", data: "x" }]);
+    const link = path.join(base, "root-link");
+    fs.symlinkSync(outside, link);
+    await expect(applyLayerTar(Readable.from([buf]), link, { label: "w.tar" })).rejects.toThrow(/target root .* is not a directory/);
+    expect(fs.readdirSync(outside)).toEqual(["sentinel"]);
+    // procfs refuses new files: a real errno from the kernel at the first entry.
+    await expect(applyLayerTar(Readable.from([buf]), "/proc/sys", { label: "w.tar" })).rejects.toThrow(
+      /w\.tar: entry 'ok' could not be written: .*(EACCES|EPERM|ENOENT|EROFS)/,
+    );
+  });
+
   it("reports a truncated layer as a UserError naming it", async () => {
     const buf = await makeTar([{ name: "big", data: Buffer.alloc(10_000, 1) }]);
     await expect(apply(buf.subarray(0, 3000), "cut.tar")).rejects.toThrow(/cut\.tar: cannot read the layer/);

@@ -108,9 +108,11 @@ export async function applyLayerTar(
   tap.on("error", fail);
   tarStream.pipe(tap).pipe(extract as unknown as NodeJS.WritableStream);
 
+  let current = "";
   try {
     for await (const entry of extract) {
       const header = entry.header as TarHeader;
+      current = header.name;
       const rawPax = header.pax ? tap.takePax() : undefined;
       stats.entries++;
       const rel = layer.normalize(header.name, header.name);
@@ -128,6 +130,13 @@ export async function applyLayerTar(
     stream.destroy();
     if (err instanceof AclError) throw err;
     const msg = err instanceof Error ? err.message : String(err);
+    const errPath = (err as NodeJS.ErrnoException).path;
+    if (typeof errPath === "string" && (errPath === root || errPath.startsWith(root + "/"))) {
+      throw new UserError(`${label}: entry '${current}' could not be written: ${msg}`, {
+        file: label,
+        hint: "check free space and permissions where the tree is built (acl builds as root)",
+      });
+    }
     throw new UserError(`${label}: cannot read the layer: ${msg}`, {
       file: label,
       hint: "the archive is truncated or is not a tar layer; re-export it",
