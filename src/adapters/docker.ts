@@ -19,8 +19,8 @@ export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
 const PING_TIMEOUT_MS = 10_000;
 /**
  * What `docker create` adds to a container that is not part of the image:
- * /.dockerenv always, and empty placeholders for these files when the image
- * lacks them (the engine bind-mounts its own over them at run time). The
+ * /.dockerenv, and empty placeholders for these files, which mask the image's
+ * own (seen with Docker 20.10; the engine bind-mounts real ones at run time). The
  * mountpoint directories it adds (dev, dev/pts, dev/shm, proc, sys) and the
  * etc/mtab -> /proc/mounts symlink are kept: an OS tree wants them too.
  */
