@@ -8,6 +8,8 @@ import { chmod, lstat, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { UserError } from "../errors.js";
 import { keyId, RSA_MODULUS_BITS, spkiPem, type KeyType } from "../formats/signature.js";
+
+export { KEY_TYPES, type KeyType } from "../formats/signature.js";
 import { PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from "../stages/sign.js";
 
 export interface GenerateKeysOptions {

@@ -63,7 +63,7 @@ describe("acl keys generate (CLI)", () => {
     const first = JSON.parse((await acl(["keys", "generate", "--out", dir, "--json"])).stdout);
     const before = await readFile(join(dir, "acl-signing.key"));
     const again = await acl(["keys", "generate", "--out", dir, "--json"]);
-    expect(again.exitCode).toBe(1);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(1);
     const err = JSON.parse(again.stdout).error;
     expect(err.kind).toBe("UserError");
     expect(err.message).toContain(`refusing to overwrite ${join(dir, "acl-signing.key")}`);

@@ -1,7 +1,6 @@
 import { Flags } from "@oclif/core";
 import { AclCommand } from "../../lib/base-command.js";
-import { generateKeys, type GenerateKeysResult } from "../../services/keys.js";
-import { KEY_TYPES, type KeyType } from "../../formats/signature.js";
+import { generateKeys, KEY_TYPES, type GenerateKeysResult, type KeyType } from "../../services/keys.js";
 
 export default class KeysGenerate extends AclCommand<GenerateKeysResult> {
   static override description =
