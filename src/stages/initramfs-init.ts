@@ -191,8 +191,9 @@ done
 if [ ! -e /sysroot/etc/.acl-factory-populated ] && [ -d /sysroot/usr/share/factory/etc ]; then
   if [ -z "$(ls -A /sysroot/etc)" ]; then
     # empty: one recursive copy (much faster than a walk under emulation)
-    rmdir /sysroot/etc && cp -a /sysroot/usr/share/factory/etc /sysroot/etc \
-      || fatal "cannot populate /etc from /usr/share/factory/etc"
+    if ! { rmdir /sysroot/etc && cp -a /sysroot/usr/share/factory/etc /sysroot/etc; }; then
+      fatal "cannot populate /etc from /usr/share/factory/etc"
+    fi
   else
     # copy what is missing, never overwrite (busybox cp -n skips whole existing directories)
     (cd /sysroot/usr/share/factory/etc && find . -mindepth 1 | while read -r p; do
