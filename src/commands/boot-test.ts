@@ -22,6 +22,7 @@ export default class BootTest extends AclCommand<BootTestResult> {
     case: Flags.string({ description: "test case from qemu/cases (repeatable; default: all)", multiple: true }),
     timeout: Flags.integer({ description: "seconds before a boot is killed", default: DEFAULT_TIMEOUT_SEC, min: 10 }),
     parallel: Flags.integer({ description: "boots at once", default: DEFAULT_PARALLEL, min: 1 }),
+    accel: Flags.string({ description: "QEMU accelerator (kvm only where /dev/kvm works; the CPU table is for tcg)", options: ["tcg", "kvm"], default: "tcg" }),
     junit: Flags.string({ description: "write a JUnit XML report to this file" }),
     "keep-logs": Flags.string({ description: "copy each boot's serial log into this folder" }),
   };
@@ -37,6 +38,7 @@ export default class BootTest extends AclCommand<BootTestResult> {
       parallel: flags.parallel,
       junitFile: flags.junit,
       keepLogsDir: flags["keep-logs"],
+      accel: flags.accel as "tcg" | "kvm",
       reporter: this.reporter(),
     });
     if (!this.jsonEnabled()) {

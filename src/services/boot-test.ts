@@ -35,6 +35,8 @@ export interface BootTestOptions {
   keepLogsDir?: string;
   junitFile?: string;
   qemuDir?: string;
+  /** Default tcg: KVM hangs or asserts on the machines this was built on. */
+  accel?: "tcg" | "kvm";
   reporter?: Reporter;
 }
 
@@ -329,7 +331,7 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
       const q = await bootQemu({
         disk: overlay, diskFormat: "qcow2", cpu: p.cpu.name, firmware: p.firmware,
         kernel: kernel?.path, initrd: initrd?.path, append: manifest.kernel?.cmdline,
-        ovmfVars: vars, smbiosStrings: [BOOT_CHECK_SMBIOS], serialLog, timeoutMs,
+        ovmfVars: vars, smbiosStrings: [BOOT_CHECK_SMBIOS], serialLog, timeoutMs, accel: opts.accel ?? "tcg",
         stopOn: [/Kernel panic - not syncing/], graceMs: 1500,
       });
       const facts = parseConsole(q.lines);
