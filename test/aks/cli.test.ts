@@ -4,13 +4,15 @@
  * and each kind of bad input (exit code, message naming pool and rule, and
  * no output folder left behind).
  */
-import { beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "../../src/adapters/exec.js";
 import { AksPlan } from "../../src/services/aks/plan-schema.js";
-import { FIXTURES, IMAGE_ACL, imageWith, readJson, ROOT, tmp } from "./helpers.js";
+import { FIXTURES, IMAGE_ACL, imageWith, readJson, ROOT, tmp, cleanupTmp } from "./helpers.js";
+
+afterAll(cleanupTmp);
 
 const ACL = join(ROOT, "bin", "acl");
 const TSC = join(ROOT, "node_modules", ".bin", "tsc");

@@ -4,7 +4,7 @@
  * src/services/aks/agentpool-schema.ts) over the shipped 2026-08-01 spec,
  * and the stub az/kubectl/sleep environment.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, rmSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { spawnSync } from "node:child_process";
@@ -21,8 +21,16 @@ export function readJson<T = any>(path: string): T {
   return JSON.parse(readFileSync(path, "utf8")) as T;
 }
 
+const made: string[] = [];
 export function tmp(prefix = "acl-aks-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
+}
+
+/** Remove the folders tmp() made (call from afterAll). */
+export function cleanupTmp(): void {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
 }
 
 /** Copy the fixture image folder, replacing its manifest's aks section (undefined removes it). */

@@ -1,11 +1,13 @@
-import { describe, expect, test } from "vitest";
+import { afterAll, describe, expect, test } from "vitest";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
 import { loadCluster, parseCluster, type ClusterModel } from "../../src/config/aks-cluster.js";
 import { planMigration, type PlanImage } from "../../src/services/aks/planner.js";
 import { AksPlan } from "../../src/services/aks/plan-schema.js";
 import { UserError } from "../../src/errors.js";
-import { FIXTURES, independentAgentPoolValidator, readJson, tmp, writablePoolProperties } from "./helpers.js";
+import { FIXTURES, independentAgentPoolValidator, readJson, tmp, writablePoolProperties, cleanupTmp } from "./helpers.js";
+
+afterAll(cleanupTmp);
 
 const ACL_IMAGE: PlanImage = {
   name: "container-host",

@@ -4,12 +4,14 @@
  * qemu-img as the second opinion on the fixture VHD), and publish.sh run
  * with a recording stub az.
  */
-import { describe, expect, test } from "vitest";
+import { afterAll, describe, expect, test } from "vitest";
 import { spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { armTemplate, azurePublishPlan, defaultStorageAccount } from "../../src/services/azure/publish-plan.js";
-import { IMAGE_ACL, imageWith, readJson, tmp } from "./helpers.js";
+import { IMAGE_ACL, imageWith, readJson, tmp, cleanupTmp } from "./helpers.js";
+
+afterAll(cleanupTmp);
 
 const OPTS = { gallery: "aclGallery", resourceGroup: "images-rg", location: "westeurope" };
 

@@ -5,22 +5,26 @@
  * recorded sequence and the end state are asserted. bash -n and shellcheck
  * (Debian's) check the scripts themselves.
  */
-import { beforeAll, describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { aksPlan } from "../../src/services/aks/plan-service.js";
 import {
   changingCalls,
+  cleanupTmp,
   FIXTURES,
   IMAGE_ACL,
   readJson,
+  ROOT,
   runWithStubs,
   stubStateFromPools,
   tmp,
   writeStubState,
   type StubState,
 } from "./helpers.js";
+
+afterAll(cleanupTmp);
 
 const TARGET = "AKSAzureContainerLinux-202611.24.0";
 const OLD_ACL = "AKSAzureContainerLinux-202610.01.0";
@@ -106,6 +110,19 @@ describe("generated scripts", () => {
       expect(sc.error, "shellcheck must be installed (apt-get install shellcheck)").toBeUndefined();
       expect([s, sc.status, sc.stdout]).toEqual([s, 0, ""]);
     }
+    // the parts in data/aks/scripts/ on their own, and the stub
+    const parts = ["lib.sh", "rollout-steps.sh", "rollback-steps.sh"].map((f) => join(ROOT, "data", "aks", "scripts", f));
+    const sc = spawnSync("shellcheck", ["-s", "bash", ...parts, join(FIXTURES, "stubs", "stub.sh")], { encoding: "utf8" });
+    expect([sc.status, sc.stdout]).toEqual([0, ""]);
+  });
+
+  test("--help prints the usage from the header", () => {
+    const r = spawnSync("bash", [join(dir, "rollout.sh"), "--help"], { encoding: "utf8" });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain("# Usage: ./rollout.sh [--dry-run] [--waves N]");
+    expect(r.stdout).toContain("ACL_WAIT_MINUTES");
+    const bad = spawnSync("bash", [join(dir, "rollout.sh"), "--bogus"], { encoding: "utf8" });
+    expect([bad.status, bad.stderr]).toEqual([2, "error: unknown argument --bogus (try --help)\n"]);
   });
 
   test("set -euo pipefail, executable, drains with the required flags", () => {
@@ -165,7 +182,7 @@ describe("rollout.sh with stub az/kubectl", () => {
     expect(changingCalls(again.calls)).toEqual([]);
     expect(again.stderr).toContain("agent pool aclpool: already on node image AKSAzureContainerLinux-202611.24.0");
     expect(again.stderr).toContain("agent pool userpool1: already replaced by userpool1acl");
-  });
+  }, 300_000);
 
   test("resumes after a partial run: finished steps are skipped", () => {
     const s = initialState();
@@ -244,7 +261,7 @@ describe("rollback.sh with stub az/kubectl", () => {
     const again = runWithStubs(join(dir, "rollback.sh"), [], f);
     expect(again.status, again.stderr).toBe(0);
     expect(changingCalls(again.calls)).toEqual([]);
-  });
+  }, 300_000);
 
   test("mid-rollout: the old pool still exists, so it is uncordoned and autoscaling comes back", () => {
     const s = initialState();

@@ -43,9 +43,10 @@ pool_upgrades() {
   printf -v "$1" '%s' "$out"
 }
 
+# pool_url VAR POOL
 pool_url() {
-  printf 'https://management.azure.com/subscriptions/%s/resourceGroups/%s/providers/Microsoft.ContainerService/managedClusters/%s/agentPools/%s?api-version=%s' \
-    "$SUBSCRIPTION" "$RG" "$CLUSTER" "$1" "$API_VERSION"
+  printf -v "$1" 'https://management.azure.com/subscriptions/%s/resourceGroups/%s/providers/Microsoft.ContainerService/managedClusters/%s/agentPools/%s?api-version=%s' \
+    "$SUBSCRIPTION" "$RG" "$CLUSTER" "$2" "$API_VERSION"
 }
 
 # node_status VAR SELECTOR: "NODE READY-STATUS" lines for the nodes matching a label selector.
@@ -75,20 +76,30 @@ node_cordoned() {
   is_true "$out"
 }
 
-deadline() { printf '%s' "$(( $(date +%s) + WAIT_MINUTES * 60 ))"; }
+# count_ready LINES TOTAL_VAR READY_VAR: count "NODE STATUS" lines, and those with STATUS True.
+count_ready() {
+  local line all=0 ok=0
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    all=$((all + 1))
+    if [ "${line##* }" = True ]; then ok=$((ok + 1)); fi
+  done <<<"$1"
+  printf -v "$2" '%s' "$all"
+  printf -v "$3" '%s' "$ok"
+}
 
 # Wait until the agent pool's provisioningState is Succeeded.
 wait_pool() {
   local state until
   if [ "$DRY_RUN" = 1 ]; then printf 'would wait: agent pool %s provisioningState Succeeded\n' "$1"; return 0; fi
-  until="$(deadline)"
+  until=$((EPOCHSECONDS + WAIT_MINUTES * 60))
   while :; do
     pool_get state "$1" provisioningState
     case "$state" in
       Succeeded) log "agent pool $1: Succeeded"; return 0 ;;
       Failed|Canceled) die "agent pool $1 is $state: az aks nodepool show -g $RG --cluster-name $CLUSTER -n $1" ;;
     esac
-    [ "$(date +%s)" -lt "$until" ] || die "agent pool $1: still $state after $WAIT_MINUTES minutes"
+    [ "$EPOCHSECONDS" -lt "$until" ] || die "agent pool $1: still $state after $WAIT_MINUTES minutes"
     sleep "$POLL_SECONDS"
   done
 }
@@ -96,9 +107,9 @@ wait_pool() {
 wait_pool_gone() {
   local until
   if [ "$DRY_RUN" = 1 ]; then printf 'would wait: agent pool %s deleted\n' "$1"; return 0; fi
-  until="$(deadline)"
+  until=$((EPOCHSECONDS + WAIT_MINUTES * 60))
   while pool_exists "$1"; do
-    [ "$(date +%s)" -lt "$until" ] || die "agent pool $1: not deleted after $WAIT_MINUTES minutes"
+    [ "$EPOCHSECONDS" -lt "$until" ] || die "agent pool $1: not deleted after $WAIT_MINUTES minutes"
     sleep "$POLL_SECONDS"
   done
   log "agent pool $1: deleted"
@@ -108,23 +119,22 @@ wait_pool_gone() {
 wait_nodes_ready() {
   local want lines ready total until
   if [ "$DRY_RUN" = 1 ]; then printf 'would wait: nodes of agent pool %s Ready\n' "$1"; return 0; fi
-  until="$(deadline)"
+  until=$((EPOCHSECONDS + WAIT_MINUTES * 60))
   while :; do
     pool_get want "$1" count
     node_status lines "kubernetes.azure.com/agentpool=$1"
-    total="$(printf '%s\n' "$lines" | grep -c . || true)"
-    ready="$(printf '%s\n' "$lines" | grep -c ' True$' || true)"
+    count_ready "$lines" total ready
     if [ "$ready" -ge "$want" ] && [ "$ready" -eq "$total" ]; then log "agent pool $1: $ready/$want nodes Ready"; return 0; fi
-    [ "$(date +%s)" -lt "$until" ] || die "agent pool $1: $ready of $want nodes Ready after $WAIT_MINUTES minutes"
+    [ "$EPOCHSECONDS" -lt "$until" ] || die "agent pool $1: $ready of $want nodes Ready after $WAIT_MINUTES minutes"
     sleep "$POLL_SECONDS"
   done
 }
 
 # At least one System-mode node must be Ready before any step starts.
 require_system_ready() {
-  local lines ready
+  local lines total ready
   node_status lines "kubernetes.azure.com/mode=system"
-  ready="$(printf '%s\n' "$lines" | grep -c ' True$' || true)"
+  count_ready "$lines" total ready
   [ "$ready" -gt 0 ] || die "no Ready node in any System pool: stopping before the next step (rule: keep-system-pool)"
 }
 
@@ -174,8 +184,10 @@ delete_pool() {
 
 # put_pool POOL BODY: create or update a pool from a PUT body in this folder.
 put_pool() {
+  local url
   [ -f "$HERE/$2" ] || die "missing $HERE/$2: run the script from the folder acl aks plan wrote"
-  change az rest --method put --url "$(pool_url "$1")" --body "@$HERE/$2"
+  pool_url url "$1"
+  change az rest --method put --url "$url" --body "@$HERE/$2"
 }
 
 wave_done() {

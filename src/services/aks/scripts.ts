@@ -35,6 +35,7 @@ function header(plan: AksPlan, kind: "rollout" | "rollback"): string[] {
     "# Safe to run again after a failure: each step checks the current state and skips what is done.",
     "# Environment: ACL_POLL_SECONDS (default 30), ACL_WAIT_MINUTES (default 120) bound every wait.",
     "set -euo pipefail",
+    'if [ "${BASH_VERSINFO[0]}" -lt 5 ]; then printf \'error: %s needs bash 5 or later\\n\' "$0" >&2; exit 2; fi',
     "",
     `RG=${sq(c.resourceGroup)}`,
     `CLUSTER=${sq(c.name)}`,
@@ -51,7 +52,7 @@ function header(plan: AksPlan, kind: "rollout" | "rollback"): string[] {
     '  case "$1" in',
     "    --dry-run) DRY_RUN=1 ;;",
     '    --waves) shift; MAX_WAVES="${1:?--waves needs a number}" ;;',
-    `    -h|--help) sed -n '2,11p' "\${BASH_SOURCE[0]}"; exit 0 ;;`,
+    `    -h|--help) sed -n '2,10p' "\${BASH_SOURCE[0]}"; exit 0 ;;`,
     '    *) printf \'error: unknown argument %s (try --help)\\n\' "$1" >&2; exit 2 ;;',
     "  esac",
     "  shift",
@@ -72,11 +73,11 @@ function part(name: string): string {
     .join("\n");
 }
 
-const HELPERS = part("lib.sh");
+const HELPERS = () => part("lib.sh");
 
-const ROLLOUT_STEPS = part("rollout-steps.sh");
+const ROLLOUT_STEPS = () => part("rollout-steps.sh");
 
-const ROLLBACK_STEPS = part("rollback-steps.sh");
+const ROLLBACK_STEPS = () => part("rollback-steps.sh");
 
 function rolloutCall(p: PoolPlan, plan: AksPlan): string {
   switch (p.action) {
@@ -110,7 +111,7 @@ function rollbackCall(p: PoolPlan): string {
 
 export function rolloutScript(plan: AksPlan): string {
   const byName = new Map(plan.pools.map((p) => [p.name, p]));
-  const lines = [...header(plan, "rollout"), HELPERS, ROLLOUT_STEPS, "preflight", ""];
+  const lines = [...header(plan, "rollout"), HELPERS(), ROLLOUT_STEPS(), "preflight", ""];
   for (const w of plan.waves) {
     lines.push(`log ${sq(`wave ${w.index} (${w.kind}): ${w.pools.join(", ")}`)}`);
     for (const name of w.pools) {
@@ -127,7 +128,7 @@ export function rolloutScript(plan: AksPlan): string {
 
 export function rollbackScript(plan: AksPlan): string {
   const byName = new Map(plan.pools.map((p) => [p.name, p]));
-  const lines = [...header(plan, "rollback"), HELPERS, ROLLBACK_STEPS, "preflight", ""];
+  const lines = [...header(plan, "rollback"), HELPERS(), ROLLBACK_STEPS(), "preflight", ""];
   const waves = [...plan.waves].reverse();
   waves.forEach((w, i) => {
     lines.push(`log ${sq(`undo wave ${w.index} (${w.kind}): ${[...w.pools].reverse().join(", ")}`)}`);
