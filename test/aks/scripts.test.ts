@@ -292,3 +292,31 @@ test("plan.json in the folder is the plan the scripts were made from", () => {
   const plan = readJson(join(dir, "plan.json"));
   expect(plan.waves.map((w: { pools: string[] }) => w.pools)).toEqual([["userpool1"], ["azlpool", "spotpool", "aclpool"], ["systempool"]]);
 });
+
+describe("in-place OS SKU updates (--in-place-sku-update)", () => {
+  test("rollout updates the Azure Linux pools in place; rollback puts their SKU back", async () => {
+    const inPlace = join(tmp(), "plan");
+    await aksPlan({ clusterFile: join(FIXTURES, "cluster-rest.json"), imageDir: IMAGE_ACL, outDir: inPlace, inPlaceSkuUpdate: true });
+    const f = stateFile(initialState());
+    const r = runWithStubs(join(inPlace, "rollout.sh"), [], f);
+    expect(r.status, r.stderr).toBe(0);
+    const changes = changingCalls(r.calls);
+    // azlpool (wave 2) and the System pool (wave 3) are updated in place, nothing else touches them
+    expect(changes.filter((c) => /azlpool|systempool/.test(c))).toEqual([
+      "az nodepool update azlpool --os-sku AzureContainerLinux",
+      "az nodepool update systempool --os-sku AzureContainerLinux",
+    ]);
+    expect(changes.indexOf("az nodepool update azlpool --os-sku AzureContainerLinux")).toBeLessThan(changes.indexOf("az nodepool upgrade aclpool --node-image-only"));
+    expect(r.state.pools.systempool).toMatchObject({ osSku: "AzureContainerLinux", nodeImageVersion: TARGET, mode: "System" });
+    expect(r.state.pools.azlpool).toMatchObject({ osSku: "AzureContainerLinux", enableAutoScaling: true });
+
+    const back = runWithStubs(join(inPlace, "rollback.sh"), [], f);
+    expect(back.status, back.stderr).toBe(0);
+    expect(changingCalls(back.calls).filter((c) => c.includes("--os-sku"))).toEqual([
+      "az nodepool update systempool --os-sku AzureLinux",
+      "az nodepool update azlpool --os-sku AzureLinux",
+    ]);
+    expect(back.state.pools.systempool!.osSku).toBe("AzureLinux");
+    expect(back.state.pools.azlpool!.osSku).toBe("AzureLinux");
+  }, 300_000);
+});
