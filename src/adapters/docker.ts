@@ -1,10 +1,9 @@
 /**
- * The only module that talks to a Docker engine (through dockerode).
- * `exportImage` turns an image into a root tree, by default through
- * `docker save` (exact, digests checked), or through a created (never
- * started) container's `docker export` streamed into applyLayerTar, the
- * container always removed. Engine and image problems become UserErrors that
- * name the socket or the image and say what to do.
+ * The only module that talks to a Docker engine (through dockerode): inspect,
+ * save, load, import and remove images, and stream a never-started
+ * container's export. Turning an image into a tree is the docker source's job
+ * (src/stages/sources/docker-image.ts). Engine and image problems become
+ * UserErrors that name the socket or the image and say what to do.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -12,8 +11,6 @@ import { pipeline } from "node:stream/promises";
 import type { Readable } from "node:stream";
 import Docker from "dockerode";
 import { AclError, UserError } from "../errors.js";
-import { applyDockerArchive } from "../stages/sources/docker.js";
-import { applyLayerTar, type LayerStats } from "../stages/sources/tar-apply.js";
 
 export const DEFAULT_DOCKER_SOCKET = "/var/run/docker.sock";
 const PING_TIMEOUT_MS = 10_000;
@@ -60,13 +57,6 @@ export interface DockerImageInfo {
   repoDigests: string[];
 }
 
-export interface DockerExportResult {
-  ref: string;
-  /** A RepoDigest ("name@sha256:...") when the image has one, else the image ID. */
-  digest: string;
-  imageId: string;
-  stats: LayerStats;
-}
 
 function describeHost(hostOrSocket: string | undefined): { opts: Docker.DockerOptions | undefined; where: string } {
   const spec = hostOrSocket ?? process.env.DOCKER_HOST;
@@ -140,40 +130,20 @@ export async function inspectImage(ref: string, opts: DockerCallOptions = {}): P
   }
 }
 
-export interface ExportImageOptions extends DockerCallOptions {
-  /** Apply uid/gid from the image (default: when running as root). */
-  ownership?: boolean;
-  /**
-   * "save" (default): `docker save` of the image ID into a temporary file beside
-   * rootDir, then its layers applied with digests checked: the image exactly.
-   * "export": a created (never started) container's `docker export`. The engine
-   * masks the image's etc/hosts, etc/hostname and etc/resolv.conf with empty
-   * placeholders in every container, so this method loses those three files.
-   */
-  method?: "save" | "export";
-}
-
-/** Put an image's filesystem into rootDir; see ExportImageOptions.method. */
-export async function exportImage(ref: string, rootDir: string, opts: ExportImageOptions = {}): Promise<DockerExportResult> {
+/**
+ * Create a container from an image (never started), hand its `docker export`
+ * stream to `fn`, and always remove the container afterwards.
+ */
+export async function withContainerExport<T>(
+  imageId: string,
+  fn: (stream: Readable, where: string) => Promise<T>,
+  opts: DockerCallOptions = {},
+): Promise<T> {
   const engine = await engineFor(opts);
-  const info = await inspectImage(ref, { ...opts, engine });
-  const digest = info.repoDigests[0] ?? info.id;
-  if ((opts.method ?? "save") === "save") {
-    const tmp = fs.mkdtempSync(path.join(path.dirname(path.resolve(rootDir)), ".acl-docker-save-"));
-    try {
-      const file = path.join(tmp, "image.tar");
-      // By ID, so that a tag moved meanwhile cannot change what is applied.
-      await saveImage(info.id, file, { engine });
-      const res = await applyDockerArchive(file, rootDir, { ownership: opts.ownership });
-      return { ref, digest, imageId: info.id, stats: sumStats(res.layerStats) };
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
-  }
   let container: Docker.Container;
   try {
     container = await engine.docker.createContainer({
-      Image: info.id,
+      Image: imageId,
       // Never started: the command only has to satisfy images without CMD/ENTRYPOINT.
       Entrypoint: ["/acl-export-never-runs"],
       Cmd: [],
@@ -182,35 +152,19 @@ export async function exportImage(ref: string, rootDir: string, opts: ExportImag
       HostConfig: { NetworkMode: "none" },
     });
   } catch (err) {
-    throw engineError(engine, `creating a container from '${ref}'`, err);
+    throw engineError(engine, `creating a container from '${imageId}'`, err);
   }
   try {
     let stream: Readable;
     try {
       stream = (await container.export()) as unknown as Readable;
     } catch (err) {
-      throw engineError(engine, `exporting the container of '${ref}'`, err);
+      throw engineError(engine, `exporting the container of '${imageId}'`, err);
     }
-    const label = `docker image ${ref} (${engine.where})`;
-    const stats = await applyLayerTar(stream, rootDir, { label, ownership: opts.ownership, filter: isImageContent });
-    return { ref, digest, imageId: info.id, stats };
+    return await fn(stream, engine.where);
   } finally {
     await container.remove({ force: true, v: true }).catch(() => undefined);
   }
-}
-
-function sumStats(all: LayerStats[]): LayerStats {
-  const out: LayerStats = {
-    entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, specials: 0, whiteouts: 0,
-    opaqueDirs: 0, xattrs: 0, bytes: 0, skipped: 0, compression: "none", diffId: "",
-  };
-  for (const s of all) {
-    for (const k of ["entries", "files", "dirs", "symlinks", "hardlinks", "specials", "whiteouts", "opaqueDirs", "xattrs", "bytes", "skipped"] as const) {
-      out[k] += s[k];
-    }
-  }
-  out.diffId = all.at(-1)?.diffId ?? "";
-  return out;
 }
 
 /** `docker save REF` into a file (the classic or OCI shape, whatever the engine writes). */

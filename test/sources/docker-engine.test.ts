@@ -13,7 +13,6 @@ import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   connectDocker,
-  exportImage,
   importImage,
   inspectImage,
   loadImage,
@@ -23,6 +22,7 @@ import {
 } from "../../src/adapters/docker.js";
 import { UserError } from "../../src/errors.js";
 import { applyDockerArchive } from "../../src/stages/sources/docker.js";
+import { exportImage } from "../../src/stages/sources/docker-image.js";
 import { applyOciArchive } from "../../src/stages/sources/oci.js";
 import { applyLayerTar } from "../../src/stages/sources/tar-apply.js";
 import { dockerSaveClassic, makeTar, type TEntry } from "../fixtures/oci/build.js";
