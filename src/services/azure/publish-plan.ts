@@ -19,7 +19,6 @@ import type { Reporter } from "../../output/reporter.js";
 
 /** Microsoft.Compute/galleries API version used by the template. */
 export const GALLERY_API_VERSION = "2023-07-03";
-export const STORAGE_API_VERSION = "2023-05-01";
 const MIB = 1024 * 1024;
 
 export interface PublishPlanOptions {
