@@ -12,7 +12,7 @@ export default class Verify extends AclCommand<VerifyResult> {
   ];
 
   static override args = {
-    outDir: Args.string({ description: "output folder of `acl build` (holds manifest.json and SHA256SUMS)", required: true }),
+    out_dir: Args.string({ description: "output folder of `acl build` (holds manifest.json and SHA256SUMS)", required: true }),
   };
 
   static override flags = {
@@ -21,7 +21,7 @@ export default class Verify extends AclCommand<VerifyResult> {
 
   async run(): Promise<VerifyResult> {
     const { args, flags } = await this.parse(Verify);
-    const r = await verifyOutput({ outDir: args.outDir, keyPath: flags.key, reporter: this.reporter() });
+    const r = await verifyOutput({ outDir: args.out_dir, keyPath: flags.key, reporter: this.reporter() });
     if (!this.jsonEnabled()) {
       for (const c of r.checks) this.log(`ok  ${c.name.padEnd(28)} ${c.detail}`);
       this.log(`verified ${r.name} ${r.version}: ${r.artifacts} artifacts, ${r.bytes} bytes, key ${r.keyId} (${r.keyType})`);
