@@ -255,8 +255,8 @@ export async function hashLeaves(fh: FileHandle, dataBlocks: number, blockSize: 
  * Worker threads to start: one per core that is idle, besides the calling
  * thread's. Cores the 1-minute load average says are busy are left out:
  * there a thread only competes for the same CPU time and adds its start-up
- * cost (measured here: on a saturated 2-core box one worker made hashing
- * 25% more CPU and no faster).
+ * cost (measured on a saturated 2-core box: a worker made hashing no faster
+ * and cost up to a quarter more CPU).
  */
 function defaultWorkers(total: number, callerHashes: boolean): number {
   const cores = availableParallelism();
@@ -317,10 +317,16 @@ async function hashLeavesShared(
   try {
     for (let w = 0; w < nWorkers; w++) {
       const worker = new Worker(url, { workerData: { verityLeafJob: job } });
+      let replied = false;
       worker.on("message", (m: VerityWorkerReply) => {
+        replied = true;
         if (m.error) fail(new Error(`verity worker failed: ${m.error}`));
       });
       worker.on("error", fail);
+      // Dying without a word (out of memory, killed) could leave a claimed chunk undone forever.
+      worker.on("exit", (code) => {
+        if (!replied) fail(new Error(`verity worker exited with code ${code} before finishing`));
+      });
       workers.push(worker);
     }
     if (callerHashes) {
@@ -342,6 +348,7 @@ async function hashLeavesShared(
   } finally {
     // A worker still booting would hold up an awaited terminate(); let it end in the background.
     for (const w of workers) {
+      w.removeAllListeners("exit");
       w.unref();
       w.terminate().catch(() => undefined);
     }

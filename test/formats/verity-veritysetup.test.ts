@@ -6,10 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
+import { open } from "node:fs/promises";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, writeSync, closeSync, copyFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { appendVerity, readSuperblock, verifyTree, verityFileSize } from "../../src/stages/verity.js";
+import { appendVerity, hashLeaves, readSuperblock, verifyTree, verityFileSize } from "../../src/stages/verity.js";
 import { computeTree, decodeSuperblock, deriveSalt, deriveUuid, hashBlocksInto, treeOffset } from "../../src/formats/verity.js";
 import { UserError } from "../../src/errors.js";
 import type { VerityInfo } from "../../src/pipeline/manifest.js";
@@ -176,6 +177,21 @@ describe("appendVerity output checked by veritysetup", () => {
     expect(readFileSync(ours).equals(t)).toBe(true);
     expect(readFileSync(inline).equals(t)).toBe(true);
     expect(readFileSync(mixed).equals(t)).toBe(true);
+  });
+
+  it("a read failure in a worker or in the calling thread rejects instead of hanging", async () => {
+    const file = join(dir, "short.img");
+    writeFileSync(file, pseudoRandom("short", 4 * 1024 * 1024));
+    const fh = await open(file, "r");
+    try {
+      // Ask for more blocks than the file holds.
+      await expect(hashLeaves(fh, 5000, 4096, Buffer.alloc(32), { workers: 1, callerHashes: false })).rejects.toThrow(/verity worker failed: .*unexpected end of file/s);
+      await expect(hashLeaves(fh, 5000, 4096, Buffer.alloc(32), { workers: 0 })).rejects.toThrow(/unexpected end of file/);
+      const ok = await hashLeaves(fh, 1024, 4096, Buffer.alloc(32), { workers: 2 });
+      expect(ok.length).toBe(1024 * 32);
+    } finally {
+      await fh.close();
+    }
   });
 
   it("refuses an empty or missing file with a UserError naming it", async () => {
