@@ -38,7 +38,7 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
       this.log(`built ${m.name} ${m.version} (${m.microarch}) in ${(total / 1000).toFixed(1)} s → ${res.outDir}`);
       this.log(`  /usr root hash ${m.verity.rootHash}`);
       for (const a of m.artifacts) this.log(`  ${a.path.padEnd(28)} ${a.kind.padEnd(14)} ${(a.size / 1048576).toFixed(1).padStart(8)} MiB`);
-      if (res.signed) this.log("  signed: SHA256SUMS, SHA256SUMS.sig, provenance.intoto.json");
+      if (res.signed) this.log("  signed: SHA256SUMS, SHA256SUMS.sig, provenance.intoto.json, acl-signing.pub");
     }
     return {
       outDir: res.outDir,

@@ -74,6 +74,33 @@ export async function codeDigest(): Promise<string> {
   return codeDigestMemo;
 }
 
+/** Debian packages whose tools shape the outputs; their versions go into the manifest and provenance. */
+export const TOOL_PACKAGES_RECORDED = [
+  "binutils", "busybox-static", "cryptsetup-bin", "dosfstools", "dpkg", "e2fsprogs", "erofs-utils", "kmod",
+  "mmdebstrap", "mtools", "qemu-utils", "squashfs-tools", "systemd-boot-efi",
+] as const;
+
+export async function hostToolVersions(): Promise<Record<string, string>> {
+  const r = await run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n", ...TOOL_PACKAGES_RECORDED], { okCodes: [0, 1] });
+  const out: Record<string, string> = {};
+  for (const line of r.stdout.split("\n")) {
+    const [name, version] = line.trim().split(" ");
+    if (name && version) out[name] = version;
+  }
+  return out;
+}
+
+/** The spec's path as provenance records it: relative to its git checkout, else its file name. */
+async function specPathForProvenance(specPath: string): Promise<string> {
+  try {
+    const top = (await run(["git", "rev-parse", "--show-toplevel"], { cwd: dirname(specPath) })).stdout.trim();
+    if (top) return relative(top, specPath);
+  } catch {
+    /* not in git */
+  }
+  return basename(specPath);
+}
+
 /** SOURCE_DATE_EPOCH from the environment, else the spec's last git commit, else a fixed date. */
 export async function resolveSourceDateEpoch(spec: Readonly<ImageSpec>): Promise<number> {
   const env = process.env.SOURCE_DATE_EPOCH;
@@ -245,7 +272,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       for (const f of disk.files) artifacts.push(await describeArtifact(staging, relative(staging, resolve(staging, f.path)), f.kind));
       artifacts.push(await describeArtifact(staging, "sbom.spdx.json", "sbom"));
       artifacts.sort((a, b) => a.path.localeCompare(b.path));
-      const tools: Record<string, string> = { acl: ACL_VERSION.version, ...meta.tools, [spec.usr.filesystem === "erofs" ? "erofs-utils" : "squashfs-tools"]: fsTool };
+      const tools: Record<string, string> = { ...(await hostToolVersions()), ...meta.tools, acl: ACL_VERSION.version };
       const m: Manifest = parseManifest({
         schemaVersion: 1,
         name: spec.name,
@@ -280,7 +307,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
           privateKeyPath: signKey,
           provenance: {
             builderId: `https://github.com/acl-project/acl/builder@v${ACL_VERSION.version}`,
-            specPath: relative(process.cwd(), spec.specPath),
+            specPath: await specPathForProvenance(spec.specPath),
             specDigest: spec.specDigest,
             inputs: manifest.inputs,
             tools: manifest.tools,
