@@ -24,6 +24,7 @@ import { copyTreeInto, walk } from "./tree.js";
 import { applyFiles, applyUsers, enableUnits, stampOsRelease } from "./customize.js";
 import { installKernel, resolveKernelPackage } from "./kernel.js";
 import { installGuestChecks } from "./guest-checks.js";
+import { installBusyboxApplets } from "./busybox.js";
 import {
   auditPackageManagers,
   checkSetuid,
@@ -191,6 +192,7 @@ export async function buildRootfs(o: RootfsOptions): Promise<{ id: string; dir: 
   await mergeUsr(root);
   const kernel = await installKernel({ rootDir: root, pkg: spec.kernel.package, cacheDir: join(cache.root, "kernel"), reporter: r });
   await copyFile(kernel.vmlinuz, join(scratch, "vmlinuz"));
+  if (spec.init === "busybox") await installBusyboxApplets(root);
   await installGuestChecks(root, spec.init);
   await applyFiles(root, spec);
   await applyUsers(root, spec);
