@@ -6,6 +6,8 @@
  * Layout: magic "ACLUPD\0\x01" (8 bytes) · u32 BE length of the JSON
  * metadata · canonical JSON metadata · zero padding to 4096 bytes · slot data.
  */
+import { compactCanonicalJson } from "./canonical-json.js";
+
 export const UPDATE_MAGIC = Buffer.from("ACLUPD\0\x01", "latin1");
 export const UPDATE_HEADER_ALIGN = 4096;
 
@@ -30,18 +32,8 @@ export interface UpdateMetadata {
   };
 }
 
-function canonical(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(canonical);
-  if (v && typeof v === "object") {
-    const o: Record<string, unknown> = {};
-    for (const k of Object.keys(v).sort()) o[k] = canonical((v as Record<string, unknown>)[k]);
-    return o;
-  }
-  return v;
-}
-
 export function encodeUpdateHeader(meta: UpdateMetadata): Buffer {
-  const json = Buffer.from(JSON.stringify(canonical(meta)), "utf8");
+  const json = Buffer.from(compactCanonicalJson(meta), "utf8");
   const used = UPDATE_MAGIC.length + 4 + json.length;
   const total = Math.ceil(used / UPDATE_HEADER_ALIGN) * UPDATE_HEADER_ALIGN;
   const out = Buffer.alloc(total);

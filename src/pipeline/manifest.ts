@@ -149,20 +149,4 @@ export async function readManifest(outDir: string): Promise<Manifest> {
   return parseManifest(json, file);
 }
 
-/** Canonical JSON: sorted keys, 2-space indent, trailing newline (reproducible bytes). */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortKeys(value), null, 2) + "\n";
-}
-
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === "object") {
-    const o: Record<string, unknown> = {};
-    for (const k of Object.keys(v as object).sort()) {
-      const x = (v as Record<string, unknown>)[k];
-      if (x !== undefined) o[k] = sortKeys(x);
-    }
-    return o;
-  }
-  return v;
-}
+export { canonicalJson } from "../formats/canonical-json.js";
