@@ -18,11 +18,14 @@ export const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd";
 export const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS.fd";
 
 export type Firmware = "uefi" | "direct";
+export type DiskBus = "virtio-blk" | "virtio-scsi" | "nvme";
 
 export interface QemuBootOptions {
   /** Disk image to boot (usually a per-run qcow2 overlay). */
   disk: string;
   diskFormat: "qcow2" | "raw";
+  /** How the disk is attached (default virtio-blk; virtio-scsi looks like Azure's SCSI disks to the guest). */
+  diskBus?: DiskBus;
   cpu: string;
   firmware: Firmware;
   /** Direct-kernel boot (firmware "direct"). */
@@ -74,8 +77,19 @@ export function qemuArgv(o: QemuBootOptions): string[] {
     "-monitor", "none",
     "-parallel", "none",
     "-serial", "stdio",
-    "-drive", `file=${o.disk},format=${o.diskFormat},if=virtio,cache=unsafe`,
   ];
+  const drive = `file=${o.disk},format=${o.diskFormat},cache=unsafe`;
+  switch (o.diskBus ?? "virtio-blk") {
+    case "virtio-blk":
+      a.push("-drive", `${drive},if=virtio`);
+      break;
+    case "virtio-scsi":
+      a.push("-device", "virtio-scsi-pci,id=scsi0", "-drive", `${drive},if=none,id=disk0`, "-device", "scsi-hd,drive=disk0,bus=scsi0.0");
+      break;
+    case "nvme":
+      a.push("-drive", `${drive},if=none,id=disk0`, "-device", "nvme,drive=disk0,serial=acl0");
+      break;
+  }
   for (const s of o.smbiosStrings ?? []) {
     if (s.includes(",")) throw new UserError(`SMBIOS string '${s}' must not contain a comma`);
     a.push("-smbios", `type=11,value=${s}`);

@@ -34,6 +34,10 @@ export const CaseMeta = z.strictObject({
   kind: z.enum(["boot", "tamper"]),
   tamper: z.strictObject({ partition: z.string(), offset: z.number().int().nonnegative() }).optional(),
   matrix: z.strictObject({ atLevel: z.array(Firmware), belowLevel: z.array(Firmware) }),
+  /** How QEMU attaches the disk (default virtio-blk). */
+  disk: z.enum(["virtio-blk", "virtio-scsi", "nvme"]).optional(),
+  /** false: run only when named with --case. */
+  default: z.boolean().optional(),
 });
 export const CaseChecks = z.strictObject({
   $comment: z.string().optional(),

@@ -282,6 +282,8 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
     const unknown = opts.cases.filter((n) => !cases.some((c) => c.name === n));
     if (unknown.length) throw new UserError(`unknown boot-test case: ${unknown.join(", ")}`, { hint: `cases are folders in ${join(qemuDir, "cases")}: ${cases.map((c) => c.name).join(", ")}` });
     cases = cases.filter((c) => opts.cases!.includes(c.name));
+  } else {
+    cases = cases.filter((c) => c.meta.default !== false);
   }
   const imageLevel = manifest.microarch;
   const cpus = opts.cpus?.length ? opts.cpus.map((n) => findModel(models, n)) : undefined;
@@ -329,7 +331,7 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
       }
       const serialLog = join(dir, "serial.log");
       const q = await bootQemu({
-        disk: overlay, diskFormat: "qcow2", cpu: p.cpu.name, firmware: p.firmware,
+        disk: overlay, diskFormat: "qcow2", diskBus: p.bootCase.meta.disk, cpu: p.cpu.name, firmware: p.firmware,
         kernel: kernel?.path, initrd: initrd?.path, append: manifest.kernel?.cmdline,
         ovmfVars: vars, smbiosStrings: [BOOT_CHECK_SMBIOS], serialLog, timeoutMs, accel: opts.accel ?? "tcg",
         stopOn: [/Kernel panic - not syncing/], graceMs: 1500,

@@ -49,6 +49,8 @@ export interface InitScriptOptions {
   init: InitKind;
   /** Module files to insmod, in load order, relative to /lib/modules/<release>. */
   modules: readonly string[];
+  /** Loaded only when /init finds the hardware. */
+  hardwareModules?: { hyperv?: readonly string[]; virtioScsi?: readonly string[]; ahci?: readonly string[] };
   /** Loaded only when /usr is not erofs. */
   squashfsModules?: readonly string[];
 }
@@ -67,6 +69,9 @@ CORRUPTION='@CORRUPTION@'
 NEXT_INIT='@NEXT_INIT@'
 KREL='@RELEASE@'
 MODULES='@MODULES@'
+HYPERV_MODULES='@HYPERV_MODULES@'
+VIRTIO_SCSI_MODULES='@VIRTIO_SCSI_MODULES@'
+AHCI_MODULES='@AHCI_MODULES@'
 SQUASHFS_MODULES='@SQUASHFS_MODULES@'
 
 say() { echo "acl-init: $*"; }
@@ -134,10 +139,20 @@ case "$ROOT_SPEC" in
 esac
 
 # --- modules ------------------------------------------------------------------
-for m in $MODULES; do
-  insmod "/lib/modules/$KREL/$m" 2>/dev/null
-done
-say "modules loaded"
+load() { for m in $1; do insmod "/lib/modules/$KREL/$m" 2>/dev/null; done; }
+load "$MODULES"
+hw=""
+# (an empty group: the kernel has no such driver, or has it built in)
+if [ -n "$HYPERV_MODULES" ] && [ "$(cat /sys/class/dmi/id/sys_vendor 2>/dev/null)" = "Microsoft Corporation" ]; then
+  load "$HYPERV_MODULES"; hw="$hw hyperv"
+fi
+if [ -n "$VIRTIO_SCSI_MODULES" ] && grep -qsx '0x0008' /sys/bus/virtio/devices/*/device; then
+  load "$VIRTIO_SCSI_MODULES"; hw="$hw virtio-scsi"
+fi
+if [ -n "$AHCI_MODULES" ] && grep -qs '^0x0106' /sys/bus/pci/devices/*/class; then
+  load "$AHCI_MODULES"; hw="$hw ahci"
+fi
+say "modules loaded (virtio nvme dm-verity erofs$hw)"
 
 # --- 2. find the /usr slot by PARTUUID --------------------------------------
 find_usr() { blkid -c /dev/null -l -o device -t "PARTUUID=$USR_UUID" 2>/dev/null; }
@@ -180,7 +195,7 @@ done
 chmod 1777 /sysroot/tmp
 chmod 0700 /sysroot/root
 if ! mount -t erofs -o ro /dev/mapper/usr /sysroot/usr 2>/dev/null; then
-  for m in $SQUASHFS_MODULES; do insmod "/lib/modules/$KREL/$m" 2>/dev/null; done
+  load "$SQUASHFS_MODULES"
   mount -t squashfs -o ro /dev/mapper/usr /sysroot/usr \
     || fatal "cannot mount /dev/mapper/usr (erofs or squashfs) on /sysroot/usr"
 fi
@@ -217,7 +232,9 @@ const SAFE = /^[A-Za-z0-9._+\-/]+$/;
 
 /** Render /init for one image. Values are checked so nothing needs shell quoting. */
 export function renderInitScript(o: InitScriptOptions): string {
-  for (const [k, v] of [["release", o.release], ...[...o.modules, ...(o.squashfsModules ?? [])].map((m) => ["module", m] as const)] as const) {
+  const hw = o.hardwareModules ?? {};
+  const all = [...o.modules, ...(hw.hyperv ?? []), ...(hw.virtioScsi ?? []), ...(hw.ahci ?? []), ...(o.squashfsModules ?? [])];
+  for (const [k, v] of [["release", o.release], ...all.map((m) => ["module", m] as const)] as const) {
     if (!SAFE.test(v)) throw new RangeError(`initramfs: unsafe ${k} '${v}'`);
   }
   const values: Record<string, string> = {
@@ -227,6 +244,9 @@ export function renderInitScript(o: InitScriptOptions): string {
     NEXT_INIT: INIT_PATHS[o.init],
     RELEASE: o.release,
     MODULES: o.modules.join(" "),
+    HYPERV_MODULES: (hw.hyperv ?? []).join(" "),
+    VIRTIO_SCSI_MODULES: (hw.virtioScsi ?? []).join(" "),
+    AHCI_MODULES: (hw.ahci ?? []).join(" "),
     SQUASHFS_MODULES: (o.squashfsModules ?? []).join(" "),
   };
   return TEMPLATE.replace(/@([A-Z_]+)@/g, (_, k: string) => {

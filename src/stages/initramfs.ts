@@ -15,16 +15,26 @@ import type { Reporter } from "../output/reporter.js";
 import { renderInitScript, type CorruptionPolicy, type InitKind, type Microarch } from "./initramfs-init.js";
 
 /**
- * Modules /init loads on every boot (storage, device-mapper, erofs). Missing
- * ones are fine when built in or absent from the flavour (ahci in -cloud).
+ * Modules /init loads on every boot (virtio/NVMe storage, device-mapper,
+ * erofs). Missing ones are fine when built in or absent from the flavour.
  */
-export const BOOT_MODULES = [
-  "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci", "nvme", "hv_storvsc",
-  "dm_mod", "dm_verity", "erofs", "ext4",
-] as const;
-/** Shipped too, loaded only when needed (squashfs when /usr is not erofs); insmod costs time under TCG. */
+export const BOOT_MODULES = ["virtio_pci", "virtio_blk", "nvme", "dm_mod", "dm_verity", "erofs", "ext4"] as const;
+/**
+ * Loaded only when /init sees the hardware (each insmod costs time under
+ * emulation): Hyper-V storage on Azure (DMI vendor "Microsoft Corporation"),
+ * virtio-scsi (a virtio device of type 8), AHCI (a PCI SATA controller,
+ * class 0x0106; not in Debian's -cloud flavour).
+ */
+export const HARDWARE_MODULES = {
+  hyperv: ["hv_storvsc", "sd_mod"],
+  virtioScsi: ["virtio_scsi", "sd_mod"],
+  ahci: ["ahci", "sd_mod"],
+} as const;
+/** Shipped too, loaded only when needed (squashfs when /usr is not erofs). */
 export const ON_DEMAND_MODULES = ["squashfs", "overlay", "vfat"] as const;
-export const INITRAMFS_MODULES = [...BOOT_MODULES, ...ON_DEMAND_MODULES] as const;
+export const INITRAMFS_MODULES = [
+  ...BOOT_MODULES, ...HARDWARE_MODULES.hyperv, ...HARDWARE_MODULES.virtioScsi, ...HARDWARE_MODULES.ahci, ...ON_DEMAND_MODULES,
+].filter((m, i, a) => a.indexOf(m) === i);
 /** Without these (as module or built in) no acl image can boot. */
 export const ESSENTIAL_MODULES = ["dm_mod", "dm_verity", "erofs", "ext4"] as const;
 
@@ -206,13 +216,19 @@ export async function buildInitramfs(opts: BuildInitramfsOptions): Promise<Initr
   const dep = parseModulesDep(depText);
   const loadOrder = moduleClosure(dep, builtin, BOOT_MODULES).order.map(plain);
   const squashfsOrder = moduleClosure(dep, builtin, ["squashfs"]).order.map(plain);
+  // a group whose driver (first name) the kernel lacks is empty: nothing to load for that hardware
+  const group = (names: readonly string[]) => {
+    const c = moduleClosure(dep, builtin, names);
+    return c.missing.includes(names[0]!) ? [] : c.order.map(plain);
+  };
+  const hardware = { hyperv: group(HARDWARE_MODULES.hyperv), virtioScsi: group(HARDWARE_MODULES.virtioScsi), ahci: group(HARDWARE_MODULES.ahci) };
 
   add({
     path: "init",
     type: "file",
     perm: 0o755,
     data: new TextEncoder().encode(
-      renderInitScript({ release: opts.release, microarch: opts.microarch, corruption: opts.corruption, init: opts.init, modules: loadOrder, squashfsModules: squashfsOrder }),
+      renderInitScript({ release: opts.release, microarch: opts.microarch, corruption: opts.corruption, init: opts.init, modules: loadOrder, hardwareModules: hardware, squashfsModules: squashfsOrder }),
     ),
   });
   add({ path: "etc/initrd-release", type: "file", perm: 0o644, data: new TextEncoder().encode(`NAME="acl initramfs"\nID=acl-initrd\n`) });

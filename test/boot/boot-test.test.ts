@@ -96,4 +96,19 @@ describe("acl boot-test on a v3 image (busybox init)", () => {
     expect(res.runs[0]!.reason).toMatch(/^timed out after 1\d s; last seen: "(Linux version|acl-init: |EFI stub)/);
     expect(res.runs[0]!.durationMs).toBeLessThan(15_000);
   }, 120_000);
+
+  it("finds the slots on virtio-scsi and NVMe disks (hardware-detected modules)", async () => {
+    const work = mkdtempSync(join(tmpdir(), "acl-boot-"));
+    const r = await acl(["boot-test", img.outDir, "--json", "--case", "scsi", "--case", "nvme", "--keep-logs", work, "--timeout", "300"]);
+    const res = JSON.parse(r.stdout) as BootTestResult;
+    expect(r.exitCode, res.runs.map((x) => `${x.id}: ${x.reason}`).join("\n")).toBe(0);
+    expect(res.runs.map((x) => [x.id, x.passed])).toEqual([["nvme-Haswell-v4-direct", true], ["scsi-Haswell-v4-direct", true]]);
+    const scsi = readFileSync(join(work, "scsi-Haswell-v4-direct.log"), "utf8");
+    expect(scsi).toMatch(/acl-init: modules loaded \(virtio nvme dm-verity erofs virtio-scsi\)/);
+    expect(scsi).toMatch(/acl-init: usr slot \/dev\/sda2 \(PARTUUID=7130c94a-213a-4e5a-8e26-6cce9662f132\)/);
+    expect(scsi).toMatch(/acl-init: root \/dev\/sda4 \(PARTLABEL=ROOT\)/);
+    const nvme = readFileSync(join(work, "nvme-Haswell-v4-direct.log"), "utf8");
+    expect(nvme).toMatch(/acl-init: modules loaded \(virtio nvme dm-verity erofs\)/);
+    expect(nvme).toMatch(/acl-init: usr slot \/dev\/nvme0n1p2 /);
+  }, 600_000);
 });

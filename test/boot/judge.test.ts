@@ -79,11 +79,15 @@ describe("boot-test judge", async () => {
   it("plans the default matrix from the CPU table", async () => {
     const models = await loadCpuModels();
     const defaults = { at: defaultModelFor(models, "x86-64-v3"), below: defaultModelFor(models, levelBelow("x86-64-v3")!) };
-    const plan = planRuns({ imageLevel: "x86-64-v3", cases, cpus: undefined, firmware: undefined, defaults });
+    const defaultCases = cases.filter((c) => c.meta.default !== false);
+    expect(defaultCases.map((c) => c.name)).toEqual(["boot", "tamper"]);
+    const plan = planRuns({ imageLevel: "x86-64-v3", cases: defaultCases, cpus: undefined, firmware: undefined, defaults });
     expect(plan.map((p) => `${p.id}:${p.expected}`)).toEqual([
       "boot-Haswell-v4-direct:boot", "boot-Haswell-v4-uefi:boot", "boot-Nehalem-direct:refuse-cpu", "tamper-Haswell-v4-direct:refuse-verity",
     ]);
-    const chosen = planRuns({ imageLevel: "x86-64-v3", cases, cpus: ["qemu64", "EPYC-v3", "max"].map((n) => findModel(models, n)), firmware: ["uefi"], defaults });
+    const scsi = planRuns({ imageLevel: "x86-64-v3", cases: cases.filter((c) => c.name === "scsi"), cpus: undefined, firmware: undefined, defaults });
+    expect(scsi.map((p) => [p.id, p.bootCase.meta.disk])).toEqual([["scsi-Haswell-v4-direct", "virtio-scsi"]]);
+    const chosen = planRuns({ imageLevel: "x86-64-v3", cases: defaultCases, cpus: ["qemu64", "EPYC-v3", "max"].map((n) => findModel(models, n)), firmware: ["uefi"], defaults });
     expect(chosen.map((p) => p.id)).toEqual(["boot-qemu64-uefi", "boot-EPYC-v3-uefi", "boot-max-uefi", "tamper-EPYC-v3-uefi"]);
     expect(() => findModel(models, "Pentium")).toThrow(/unknown CPU model 'Pentium'/);
     // no TCG model reaches v4: only the refusal below is planned
@@ -100,6 +104,10 @@ describe("boot-test judge", async () => {
     expect(u).not.toContain("-kernel");
     const d = qemuArgv({ ...common, firmware: "direct", kernel: "/o/vmlinuz", initrd: "/o/initramfs.img", append: "console=ttyS0" });
     expect(d.slice(-6)).toEqual(["-kernel", "/o/vmlinuz", "-initrd", "/o/initramfs.img", "-append", "console=ttyS0"]);
+    expect(d.join(" ")).toContain("-drive file=/w/d.qcow2,format=qcow2,cache=unsafe,if=virtio");
+    const scsi = qemuArgv({ ...common, firmware: "direct", kernel: "k", initrd: "i", append: "", diskBus: "virtio-scsi" }).join(" ");
+    expect(scsi).toContain("-device virtio-scsi-pci,id=scsi0 -drive file=/w/d.qcow2,format=qcow2,cache=unsafe,if=none,id=disk0 -device scsi-hd,drive=disk0,bus=scsi0.0");
+    expect(qemuArgv({ ...common, firmware: "direct", kernel: "k", initrd: "i", append: "", diskBus: "nvme" }).join(" ")).toContain("-device nvme,drive=disk0,serial=acl0");
     const r: BootTestResult = {
       image: { name: "m", version: "1", microarch: "x86-64-v3" }, passed: 1, failed: 1,
       runs: [
