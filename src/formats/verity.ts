@@ -204,9 +204,11 @@ export function hashBlocksInto(data: Uint8Array, blockSize: number, salt: Uint8A
   const count = data.length / blockSize;
   const scratch = Buffer.allocUnsafe(salt.length + blockSize);
   scratch.set(salt, 0);
+  const dst = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
   for (let i = 0; i < count; i++) {
     scratch.set(data.subarray(i * blockSize, (i + 1) * blockSize), salt.length);
-    out.set(oneShotHash(VERITY_ALGORITHM, scratch, "buffer"), outOffset + i * SHA256_DIGEST_SIZE);
+    // A "binary" (latin1) string result is cheaper than a Buffer (no ArrayBuffer per digest for the GC).
+    dst.write(oneShotHash(VERITY_ALGORITHM, scratch, "binary"), outOffset + i * SHA256_DIGEST_SIZE, SHA256_DIGEST_SIZE, "binary");
   }
 }
 
