@@ -81,7 +81,7 @@ export async function appendVerity(file: string, opts: AppendVerityOptions): Pro
     const hashOffset = Math.ceil(size / dbs) * dbs;
     if (hashOffset !== size) await fh.truncate(hashOffset);
     const dataBlocks = hashOffset / dbs;
-    const leaves = await hashLeaves(fh, dataBlocks, dbs, opts.salt, opts);
+    const leaves = await hashLeavesOf(file, fh, dataBlocks, dbs, opts.salt, opts);
     const { tree, rootHash } = computeTree(leaves, { salt: opts.salt, dataBlocks, hashBlockSize: hbs });
     const sb = encodeSuperblock({
       version: VERITY_SB_VERSION,
@@ -164,7 +164,7 @@ export async function verifyTree(file: string, info: VerityInfo, opts: HashOptio
     if (mismatch.length) return { ok: false, reason: `superblock does not match the recorded values: ${mismatch.join("; ")}` };
 
     const salt = sb.salt;
-    const leaves = await hashLeaves(fh, info.dataBlocks, dbs, salt, opts);
+    const leaves = await hashLeavesOf(file, fh, info.dataBlocks, dbs, salt, opts);
     const { tree, rootHash } = computeTree(leaves, { salt, dataBlocks: info.dataBlocks, hashBlockSize: hbs });
     const stored = Buffer.alloc(tree.length);
     await readAll(fh, stored, start);
@@ -239,6 +239,19 @@ async function readAll(fh: FileHandle, buf: Uint8Array, position: number): Promi
     const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done);
     if (bytesRead === 0) throw new UserError(`unexpected end of file at offset ${position + done} while reading for dm-verity`);
     done += bytesRead;
+  }
+}
+
+/** hashLeaves, with a read failure reported against the file. */
+async function hashLeavesOf(file: string, fh: FileHandle, dataBlocks: number, blockSize: number, salt: Uint8Array, opts: HashOptions): Promise<Uint8Array> {
+  try {
+    return await hashLeaves(fh, dataBlocks, blockSize, salt, opts);
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    throw new UserError(`reading ${file} for dm-verity failed: ${(e as Error).message.split("\n")[0]}`, {
+      file,
+      hint: "was the file changed or truncated while acl was hashing it? rebuild the /usr image",
+    });
   }
 }
 
