@@ -4,28 +4,22 @@
  * and each kind of bad input (exit code, message naming pool and rule, and
  * no output folder left behind).
  */
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { afterAll, describe, expect, test } from "vitest";
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { run } from "../../src/adapters/exec.js";
 import { AksPlan } from "../../src/services/aks/plan-schema.js";
 import { FIXTURES, IMAGE_ACL, imageWith, readJson, ROOT, tmp, cleanupTmp } from "./helpers.js";
 
 afterAll(cleanupTmp);
 
 const ACL = join(ROOT, "bin", "acl");
-const TSC = join(ROOT, "node_modules", ".bin", "tsc");
 
 function acl(args: string[]) {
   const r = spawnSync(ACL, args, { cwd: ROOT, encoding: "utf8", env: { ...process.env, ACL_DEBUG: "" } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-beforeAll(async () => {
-  // fails loudly (with tsc's errors) when the tree does not compile
-  await run([TSC, "-p", "."], { cwd: ROOT, timeoutMs: 280_000 });
-}, 300_000);
 
 /** The REST fixture cluster with pool properties patched, written to a temp file. */
 function clusterFile(edit: Record<string, Record<string, unknown>> = {}, top: Record<string, unknown> = {}): string {

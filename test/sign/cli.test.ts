@@ -10,7 +10,6 @@ import { signOutput } from "../../src/stages/sign.js";
 import { fixtureProvenance, flipByte, makeFixture, REPO, tempDir } from "./fixture.js";
 
 const ACL = join(REPO, "bin", "acl");
-const TSC = join(REPO, "node_modules", ".bin", "tsc");
 
 function acl(args: string[], opts: { umask?: string } = {}) {
   const argv = opts.umask ? ["sh", "-c", `umask ${opts.umask}; exec "$@"`, "sh", ACL, ...args] : [ACL, ...args];
@@ -28,10 +27,7 @@ async function distIsFresh(): Promise<boolean> {
 }
 
 beforeAll(async () => {
-  // `npx tsc -p .` as a user would; skipped when dist/ is already current, so
-  // that other test files running ./bin/acl never see dist/ being rewritten.
-  // Fails loudly (with tsc's errors) when the tree does not compile.
-  if (!(await distIsFresh())) await run([TSC, "-p", "."], { cwd: REPO, timeoutMs: 240_000 });
+  // test/setup/build.global.ts compiled the CLI before any test ran
   expect(await distIsFresh()).toBe(true);
 }, 300_000);
 
