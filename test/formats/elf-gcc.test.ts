@@ -64,14 +64,18 @@ const BUILDS: Record<string, { args: string[]; level: IsaLevel | null; mask: num
 beforeAll(() => {
   for (const tool of ["gcc", "readelf"]) {
     const r = spawnSync("sh", ["-c", `command -v ${tool}`]);
-    if (r.status !== 0) throw new Error(`these tests need '${tool}' (apt-get install gcc binutils)`);
+    if (r.status !== 0) throw new Error(`these tests need '${tool}' (apt-get install gcc libc6-dev binutils)`);
   }
   dir = mkdtempSync(join(tmpdir(), "acl-elf-"));
   writeFileSync(join(dir, "prog.c"), PROGRAM);
   writeFileSync(join(dir, "lib.c"), LIBRARY);
   writeFileSync(join(dir, "nostd.c"), NOSTDLIB);
   for (const [name, b] of Object.entries(BUILDS)) {
-    sh(["gcc", "-O1", "-o", join(dir, name), ...b.args.map((a) => (a.endsWith(".c") ? join(dir, a) : a))]);
+    try {
+      sh(["gcc", "-O1", "-o", join(dir, name), ...b.args.map((a) => (a.endsWith(".c") ? join(dir, a) : a))]);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n(these tests link C programs, static ones too: apt-get install gcc libc6-dev)`);
+    }
   }
 }, 120_000);
 
