@@ -52,8 +52,8 @@ describe("acl build images/container-host.toml", () => {
     expect(await readFile(join(etc, "machine-id"), "utf8")).toBe("");
     expect((await readdir(join(etc, "ssh"))).filter((f) => f.startsWith("ssh_host_"))).toEqual([]);
     expect(await readFile(join(etc, "passwd"), "utf8")).toMatch(/^core:x:500:500:core:\/home\/core:\/bin\/bash$/m);
-    // no /usr symlink leads into /etc any more
-    const { stdout } = await execa("find", [usr, "-type", "l", "-lname", "/etc/*"]);
+    // no /usr symlink leads into /etc any more (the factory copy of /etc may point within /etc)
+    const { stdout } = await execa("find", [usr, "-path", join(usr, "share/factory"), "-prune", "-o", "-type", "l", "-lname", "/etc/*", "-print"]);
     expect(stdout.trim()).toBe("");
   });
 });
