@@ -310,12 +310,19 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
   const timeoutMs = (opts.timeoutSec ?? DEFAULT_TIMEOUT_SEC) * 1000;
   const tails = new Map<string, string>();
   try {
-    const runs = await pool(plan, opts.parallel ?? DEFAULT_PARALLEL, async (p): Promise<BootRun> => {
+    // one run's setup failure (qemu-img, qemu-io, a missing partition) fails that run, not the others
+    const runs = await pool(plan, opts.parallel ?? DEFAULT_PARALLEL, (p) =>
+      runOne(p).catch((e: unknown): BootRun => ({
+        id: p.id, case: p.bootCase.name, cpu: p.cpu.name, cpuLevel: p.cpu.level, firmware: p.firmware, expected: p.expected,
+        passed: false, reason: `could not run: ${(e as Error).message.split("\n")[0]}`, durationMs: 0, checks: [],
+      })),
+    );
+    async function runOne(p: PlannedRun): Promise<BootRun> {
       const st = opts.reporter?.stage(`boot ${p.id}`, `expect ${p.expected}`);
       const dir = join(scratch, p.id);
       await mkdir(dir, { recursive: true });
       const overlay = join(dir, "disk.qcow2");
-      await createOverlay(disk.path, overlay, disk.kind === "disk-raw" ? "raw" : "qcow2");
+      await createOverlay(disk!.path, overlay, disk!.kind === "disk-raw" ? "raw" : "qcow2");
       if (p.bootCase.meta.tamper) {
         const t = p.bootCase.meta.tamper;
         const part = manifest.disk?.partitions.find((x) => x.label === t.partition);
@@ -352,7 +359,7 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
         passed: verdict.passed, reason: verdict.reason, durationMs: q.durationMs, userspaceMs: facts.userspaceMs,
         lastMarker: facts.lastMarker, checks: facts.checks, log,
       };
-    });
+    }
     const result: BootTestResult = {
       image: { name: manifest.name, version: manifest.version, microarch: imageLevel },
       runs,

@@ -89,12 +89,13 @@ describe("acl boot-test on a v3 image (busybox init)", () => {
   }, 1_200_000);
 
   it("kills a boot at the timeout, reports the last marker and exits non-zero", async () => {
-    const r = await acl(["boot-test", img.outDir, "--json", "--case", "boot", "--cpu", "Haswell-v4", "--firmware", "direct", "--timeout", "10"]);
+    // 3 s: far shorter than any boot here, so QEMU is always killed mid-boot
+    const r = await acl(["boot-test", img.outDir, "--json", "--case", "boot", "--cpu", "Haswell-v4", "--firmware", "direct", "--timeout", "3"]);
     expect(r.exitCode).toBe(1);
     const res = JSON.parse(r.stdout) as BootTestResult;
     expect([res.passed, res.failed]).toEqual([0, 1]);
-    expect(res.runs[0]!.reason).toMatch(/^timed out after 1\d s; last seen: "(Linux version|acl-init: |EFI stub)/);
-    expect(res.runs[0]!.durationMs).toBeLessThan(15_000);
+    expect(res.runs[0]!.reason).toMatch(/^timed out after [34] s; (last seen: "(Linux version|acl-init: )|nothing recognisable on the console)/);
+    expect(res.runs[0]!.durationMs).toBeLessThan(8_000);
   }, 120_000);
 
   it("finds the slots on virtio-scsi and NVMe disks (hardware-detected modules)", async () => {
