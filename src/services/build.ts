@@ -329,7 +329,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
       }
-      await rename(staging, outDir);
+      try {
+        await rename(staging, outDir);
+      } catch (e) {
+        if (hadOld) await rename(old, outDir); // put the previous good output back
+        throw e;
+      }
       published = true;
       if (hadOld) await rm(old, { recursive: true, force: true });
       return { value: undefined };
