@@ -4,10 +4,10 @@
  * Default plan for an x86-64-v3 image: Haswell-v4 direct + UEFI (boots),
  * Nehalem direct (refused by the CPU gate), tamper on Haswell-v4 (dm-verity).
  */
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { mkdtempSync as mkdtempRaw, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { acl } from "../helpers/cli.js";
@@ -23,6 +23,16 @@ function needTools(...tools: string[]): void {
     }
   }
 }
+
+const temps: string[] = [];
+const mkdtempSync = (prefix: string) => {
+  const d = mkdtempRaw(prefix);
+  temps.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
+});
 
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 

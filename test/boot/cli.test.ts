@@ -1,13 +1,19 @@
 /** `acl boot-test` refuses bad input with a clear message and a non-zero exit (no QEMU started). */
-import { describe, expect, it } from "vitest";
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
+import { afterAll, describe, expect, it } from "vitest";
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { acl } from "../helpers/cli.js";
 import { canonicalJson, MANIFEST_SCHEMA_VERSION, type Manifest } from "../../src/pipeline/manifest.js";
 
+const temps: string[] = [];
+afterAll(() => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
+});
+
 function fakeOut(over: Partial<Manifest> = {}): string {
   const d = mkdtempSync(join(tmpdir(), "acl-bt-cli-"));
+  temps.push(d);
   const m: Manifest = {
     schemaVersion: MANIFEST_SCHEMA_VERSION, name: "t", version: "1", arch: "x86_64", microarch: "x86-64-v3", sourceDateEpoch: 0,
     specDigest: "0".repeat(64), usr: { filesystem: "erofs", size: 4096, uuid: "u" },

@@ -4,10 +4,10 @@
  * a chroot), the UKI (objdump sees the sections where OVMF booted them), and
  * the guest checks (shellcheck).
  */
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync as mkdtempRaw, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -24,6 +24,15 @@ const sh = (argv: string[], opts: { cwd?: string; input?: Buffer } = {}) =>
   execFileSync(argv[0]!, argv.slice(1), { encoding: "utf8", env: { ...process.env, PATH, LC_ALL: "C" }, maxBuffer: 1 << 28, ...opts });
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 const EPOCH = 1_700_000_000;
+const temps: string[] = [];
+const mkdtempSync = (prefix: string) => {
+  const d = mkdtempRaw(prefix);
+  temps.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
+});
 
 describe("kernel and initramfs", () => {
   const root = mkdtempSync(join(tmpdir(), "acl-kroot-"));
