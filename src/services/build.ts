@@ -77,7 +77,7 @@ export async function codeDigest(): Promise<string> {
 /** Debian packages whose tools shape the outputs; their versions go into the manifest and provenance. */
 export const TOOL_PACKAGES_RECORDED = [
   "binutils", "busybox-static", "cryptsetup-bin", "dosfstools", "dpkg", "e2fsprogs", "erofs-utils", "kmod",
-  "mmdebstrap", "mtools", "qemu-utils", "squashfs-tools", "systemd-boot-efi",
+  "mmdebstrap", "mtools", "qemu-utils", "squashfs-tools", "systemd-boot-efi", "util-linux",
 ] as const;
 
 export async function hostToolVersions(): Promise<Record<string, string>> {

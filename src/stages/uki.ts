@@ -15,6 +15,7 @@ import { copyFile, mkdir, rm, utimes, writeFile, readdir, readFile, stat, rename
 import { join } from "node:path";
 import { run, requireTools } from "../adapters/exec.js";
 import { UserError } from "../errors.js";
+import { withPeTimestamp } from "../formats/pe.js";
 import type { Reporter } from "../output/reporter.js";
 
 export const SYSTEMD_BOOT_EFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -145,39 +146,11 @@ export async function buildUki(opts: { out: string; vmlinuz: string; initramfs: 
     env: { SOURCE_DATE_EPOCH: String(opts.sourceDateEpoch) },
     hint: "objcopy comes from binutils; the stub from systemd-boot-efi",
   });
-  const pe = await readFile(tmp);
-  setPeTimestamp(pe, opts.sourceDateEpoch);
-  await writeFile(tmp, pe);
+  // objcopy stamps the current time into the COFF header (binutils ignores SOURCE_DATE_EPOCH for PE)
+  await writeFile(tmp, withPeTimestamp(await readFile(tmp), opts.sourceDateEpoch));
   await rename(tmp, opts.out);
 }
 
-/**
- * objcopy stamps the COFF header with the current time (this binutils ignores
- * SOURCE_DATE_EPOCH for PE). Set TimeDateStamp to the build's epoch and
- * recompute the optional header's CheckSum, in place.
- */
-export function setPeTimestamp(pe: Buffer, epoch: number): void {
-  if (pe.readUInt16LE(0) !== 0x5a4d) throw new UserError("UKI: not a PE file (no MZ header)");
-  const peOff = pe.readUInt32LE(0x3c);
-  if (pe.readUInt32LE(peOff) !== 0x00004550) throw new UserError("UKI: no PE signature");
-  const TIMESTAMP = peOff + 8;
-  const CHECKSUM = peOff + 24 + 64; // optional header + 64, PE32 and PE32+ alike
-  pe.writeUInt32LE(epoch >>> 0, TIMESTAMP);
-  pe.writeUInt32LE(0, CHECKSUM);
-  let sum = 0;
-  const n = pe.length & ~1;
-  for (let i = 0; i < n; i += 2) {
-    if (i === CHECKSUM || i === CHECKSUM + 2) continue;
-    sum += pe.readUInt16LE(i);
-    sum = (sum & 0xffff) + (sum >>> 16);
-  }
-  if (pe.length & 1) {
-    sum += pe[pe.length - 1]!;
-    sum = (sum & 0xffff) + (sum >>> 16);
-  }
-  sum = (sum & 0xffff) + (sum >>> 16);
-  pe.writeUInt32LE((sum + pe.length) >>> 0, CHECKSUM);
-}
 
 export async function buildEsp(opts: BuildEspOptions): Promise<EspResult> {
   await requireTools(["objcopy"]);

@@ -14,7 +14,7 @@ import { gunzipSync } from "node:zlib";
 import { installKernel } from "../../src/stages/kernel.js";
 import { buildInitramfs, moduleClosure, parseLdd, parseModulesDep } from "../../src/stages/initramfs.js";
 import { renderInitScript, requiredFlags } from "../../src/stages/initramfs-init.js";
-import { buildEsp, loaderConf, setPeTimestamp, slotCmdline } from "../../src/stages/uki.js";
+import { buildEsp, loaderConf, slotCmdline } from "../../src/stages/uki.js";
 import { BOOT_CHECK_SCRIPT, BUSYBOX_INITTAB, installGuestChecks } from "../../src/stages/guest-checks.js";
 import { decodeCpio } from "../../src/formats/cpio.js";
 import { KERNEL_CACHE } from "./helpers/image.js";
@@ -201,17 +201,3 @@ describe("ESP with systemd-boot and UKIs", () => {
   });
 });
 
-describe("PE timestamp and checksum", () => {
-  it("recomputes the same CheckSum the shipped systemd-boot EFI binaries carry", () => {
-    for (const f of ["/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"]) {
-      const orig = readFileSync(f);
-      const off = orig.readUInt32LE(0x3c);
-      expect(orig.readUInt32LE(off + 88)).not.toBe(0);
-      const copy = Buffer.from(orig);
-      copy.writeUInt32LE(0xdeadbeef, off + 88);
-      setPeTimestamp(copy, orig.readUInt32LE(off + 8));
-      expect(copy.equals(orig)).toBe(true);
-    }
-    expect(() => setPeTimestamp(Buffer.alloc(512), 0)).toThrow(/not a PE file/);
-  });
-});
