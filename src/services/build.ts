@@ -189,9 +189,16 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       const hit = await cache.lookup<{ size: number; verity: Manifest["verity"] }>("usr", usrId);
       if (hit) return { value: { dir: cache.dir("usr", usrId), ...hit }, cached: true, note: `root hash ${hit.verity.rootHash.slice(0, 16)}…` };
       const scratch = await cache.scratch("usr");
-      const img = join(scratch, "usr.img");
-      const { size } = await makeUsrImage({ root: tree, outFile: img, filesystem: spec.usr.filesystem, compression: spec.usr.compression, uuid: fsUuid, sourceDateEpoch: sde });
-      const verity = await appendVerity(img, { salt, uuid: verityUuid });
+      let size: number;
+      let verity: Manifest["verity"];
+      try {
+        const img = join(scratch, "usr.img");
+        ({ size } = await makeUsrImage({ root: tree, outFile: img, filesystem: spec.usr.filesystem, compression: spec.usr.compression, uuid: fsUuid, sourceDateEpoch: sde }));
+        verity = await appendVerity(img, { salt, uuid: verityUuid });
+      } catch (e) {
+        await rm(scratch, { recursive: true, force: true });
+        throw e;
+      }
       const dir = await cache.commit(scratch, "usr", usrId, { size, verity });
       return { value: { dir, size, verity }, note: `${(size / 1048576).toFixed(1)} MiB, root hash ${verity.rootHash.slice(0, 16)}…` };
     });

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { copyFile, mkdir, readFile, readlink, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { toolVersion } from "../adapters/exec.js";
@@ -140,6 +140,22 @@ export async function buildRootfs(o: RootfsOptions): Promise<{ id: string; dir: 
   if (hit) return { id, dir: cache.dir("rootfs", id), meta: hit, cached: true };
 
   const scratch = await cache.scratch("rootfs");
+  try {
+    return await fillRootfs(o, id, inputs, scratch);
+  } catch (e) {
+    // a failed build leaves nothing behind in the cache
+    await rm(scratch, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+async function fillRootfs(
+  o: RootfsOptions,
+  id: string,
+  inputs: Record<string, unknown>,
+  scratch: string,
+): Promise<{ id: string; dir: string; meta: RootfsMeta; cached: boolean }> {
+  const { spec, cache, reporter: r } = o;
   const root = join(scratch, "tree");
   await mkdir(root);
   const work = join(scratch, "work");
@@ -239,7 +255,6 @@ export async function buildRootfs(o: RootfsOptions): Promise<{ id: string; dir: 
     etcLinks: [...etcLinks, ...etcLinksEnabled.map((l) => `enabled ${l}`)],
     factory,
   };
-  const { rm } = await import("node:fs/promises");
   await rm(work, { recursive: true, force: true });
   const dir = await cache.commit(scratch, "rootfs", id, meta);
   return { id, dir, meta, cached: false };

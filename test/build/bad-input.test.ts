@@ -87,5 +87,7 @@ describe("acl build rejects bad input cleanly", () => {
     expect(await readFile(join(out, "manifest.json"), "utf8")).toBe('{"previous":"good build"}\n');
     const leftovers = (await readdir(join(dir, "out"))).filter((f) => f.includes(".build-"));
     expect(leftovers).toEqual([]);
+    // nor a half-built stage in the cache
+    expect(await readdir(join(dir, "cache", "tmp")).catch(() => [])).toEqual([]);
   });
 });
