@@ -24,6 +24,7 @@ import { assembleDisk, diskTools } from "../stages/disk.js";
 import { USR_A_PARTUUID } from "../stages/disk-layout.js";
 import { encodeUpdateHeader } from "../formats/update-payload.js";
 import { signOutput } from "../stages/sign.js";
+import { sha256Files } from "../stages/hash.js";
 
 export interface BuildOptions {
   specPath: string;
@@ -124,10 +125,6 @@ async function sha256File(p: string): Promise<string> {
   return h.digest("hex");
 }
 
-export async function describeArtifact(dir: string, path: string, kind: Artifact["kind"]): Promise<Artifact> {
-  const abs = join(dir, path);
-  return { path, kind, size: (await stat(abs)).size, sha256: await sha256File(abs) };
-}
 
 /** Copy, using a reflink where the filesystem can. */
 async function cloneFile(src: string, dest: string): Promise<void> {
@@ -271,13 +268,19 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await pipeline(createReadStream(join(staging, "usr.img")), createWriteStream(join(staging, payloadName), { flags: "a" }));
       await cloneFile(join(rootfs.dir, "sbom.spdx.json"), join(staging, "sbom.spdx.json"));
 
+      const listed: { path: string; kind: Artifact["kind"] }[] = [
+        { path: "usr.img", kind: "usr-image" },
+        { path: payloadName, kind: "update-payload" },
+        { path: "vmlinuz", kind: "kernel" },
+        { path: "initramfs.img", kind: "initramfs" },
+        ...disk.files.map((f) => ({ path: relative(staging, resolve(staging, f.path)), kind: f.kind })),
+        { path: "sbom.spdx.json", kind: "sbom" },
+      ];
+      const digests = await sha256Files(listed.map((a) => join(staging, a.path)));
       const artifacts: Artifact[] = [];
-      artifacts.push(await describeArtifact(staging, "usr.img", "usr-image"));
-      artifacts.push(await describeArtifact(staging, payloadName, "update-payload"));
-      artifacts.push(await describeArtifact(staging, "vmlinuz", "kernel"));
-      artifacts.push(await describeArtifact(staging, "initramfs.img", "initramfs"));
-      for (const f of disk.files) artifacts.push(await describeArtifact(staging, relative(staging, resolve(staging, f.path)), f.kind));
-      artifacts.push(await describeArtifact(staging, "sbom.spdx.json", "sbom"));
+      for (const [i, a] of listed.entries()) {
+        artifacts.push({ ...a, size: (await stat(join(staging, a.path))).size, sha256: digests[i]! });
+      }
       artifacts.sort((a, b) => a.path.localeCompare(b.path));
       const tools: Record<string, string> = { ...(await hostToolVersions()), ...meta.tools, acl: ACL_VERSION.version };
       const m: Manifest = parseManifest({
