@@ -10,7 +10,7 @@
  *      the image's corruption policy (panic or restart).
  *   4. Mount ROOT (by GPT partition name, on the same disk) read-write as the
  *      new root, /usr read-only from dm-verity, the merged-/usr skeleton, and
- *      /etc from /usr/share/factory/etc on first boot.
+ *      /etc (and /var, /home, … ) from /usr/share/factory on first boot.
  *   5. switch_root into systemd or busybox init.
  * Every step prints an `acl-init: ...` marker on the console so a test (or a
  * person on Azure's serial console) sees the last stage reached.
@@ -203,20 +203,28 @@ say "usr mounted read-only from dm-verity"
 for l in bin sbin lib lib64; do
   if [ ! -e "/sysroot/$l" ] && [ ! -L "/sysroot/$l" ]; then ln -s "usr/$l" "/sysroot/$l"; fi
 done
-if [ ! -e /sysroot/etc/.acl-factory-populated ] && [ -d /sysroot/usr/share/factory/etc ]; then
-  if [ -z "$(ls -A /sysroot/etc)" ]; then
-    # empty: one recursive copy (much faster than a walk under emulation)
-    if ! { rmdir /sysroot/etc && cp -a /sysroot/usr/share/factory/etc /sysroot/etc; }; then
-      fatal "cannot populate /etc from /usr/share/factory/etc"
+# first boot: every folder the build moved to /usr/share/factory (etc, var, home, …) is copied
+# into ROOT; files already there are never overwritten
+if [ ! -e /sysroot/etc/.acl-factory-populated ]; then
+  for src in /sysroot/usr/share/factory/*; do
+    [ -d "$src" ] || continue
+    d=\${src##*/}
+    mkdir -p "/sysroot/$d"
+    if [ -z "$(ls -A "/sysroot/$d")" ]; then
+      # empty: one recursive copy (much faster than a walk under emulation)
+      if ! { rmdir "/sysroot/$d" && cp -a "$src" "/sysroot/$d"; }; then
+        fatal "cannot populate /$d from /usr/share/factory/$d"
+      fi
+    else
+      # copy what is missing, never overwrite (busybox cp -n skips whole existing directories)
+      (cd "$src" && find . -mindepth 1 | while read -r p; do
+        [ -e "/sysroot/$d/$p" ] || [ -L "/sysroot/$d/$p" ] || cp -a "$p" "/sysroot/$d/$p"
+      done) || fatal "cannot populate /$d from /usr/share/factory/$d"
     fi
-  else
-    # copy what is missing, never overwrite (busybox cp -n skips whole existing directories)
-    (cd /sysroot/usr/share/factory/etc && find . -mindepth 1 | while read -r p; do
-      [ -e "/sysroot/etc/$p" ] || [ -L "/sysroot/etc/$p" ] || cp -a "$p" "/sysroot/etc/$p"
-    done) || fatal "cannot populate /etc from /usr/share/factory/etc"
-  fi
+    say "$d populated from /usr/share/factory/$d (first boot)"
+  done
+  mkdir -p /sysroot/etc
   : > /sysroot/etc/.acl-factory-populated
-  say "etc populated from /usr/share/factory/etc (first boot)"
 fi
 
 # --- 5. switch_root ------------------------------------------------------------
