@@ -18,7 +18,7 @@ import { BugError, UserError } from "../errors.js";
 import { canonicalJson, MANIFEST_FILE, parseManifest, type Artifact, type Manifest } from "../pipeline/manifest.js";
 import { encodeSha256Sums, SHA256SUMS_FILE, type SumEntry } from "../formats/sha256sums.js";
 import { envelopeToJson, INTOTO_PAYLOAD_TYPE, pae } from "../formats/dsse.js";
-import { buildStatement, type BuildInputs } from "../formats/provenance.js";
+import { buildStatement, type ProvenanceFacts } from "../formats/provenance.js";
 import { keyId, keyTypeOf, KeyTypeError, signBytes, spkiPem, type KeyType } from "../formats/signature.js";
 
 export const SIGNATURE_FILE = "SHA256SUMS.sig";
@@ -28,17 +28,8 @@ export const PRIVATE_KEY_FILE = "acl-signing.key";
 /** Files the sign stage writes; a manifest must not list them (they are signed over it). */
 export const SIGN_FILES = [SHA256SUMS_FILE, SIGNATURE_FILE, PROVENANCE_FILE, PUBLIC_KEY_FILE] as const;
 
-export interface ProvenanceOptions {
-  builderId: string;
-  specPath: string;
-  /** sha256 hex of the spec file. */
-  specDigest: string;
-  inputs: BuildInputs;
-  tools: Record<string, string>;
-  /** RFC 3339 UTC, e.g. new Date(SOURCE_DATE_EPOCH * 1000).toISOString(). */
-  startedOn: string;
-  finishedOn: string;
-}
+/** What the caller knows about the build; the image identity comes from the manifest. */
+export type ProvenanceOptions = Omit<ProvenanceFacts, "image">;
 
 export interface SignOptions {
   stagingDir: string;
