@@ -207,3 +207,14 @@ preflight() {
   [ "$state" = Succeeded ] || die "cluster $CLUSTER is $state, not Succeeded: wait for the running operation to end"
   require_system_ready
 }
+
+# os_sku_update POOL SKU: in-place OS SKU change (rollout to the target, rollback to the original)
+os_sku_update() {
+  local current
+  pool_get current "$1" osSku
+  if [ "$current" = "$2" ]; then log "agent pool $1: already $2"; return 0; fi
+  wait_pool "$1"
+  change az aks nodepool update -g "$RG" --cluster-name "$CLUSTER" -n "$1" --os-sku "$2" --no-wait
+  wait_pool "$1"
+  wait_nodes_ready "$1"
+}

@@ -14,17 +14,6 @@ undo_node_image() {
   wait_nodes_ready "$1"
 }
 
-# undo_os_sku POOL ORIGINAL_SKU
-undo_os_sku() {
-  local current
-  pool_get current "$1" osSku
-  if [ "$current" = "$2" ]; then log "agent pool $1: already $2"; return 0; fi
-  wait_pool "$1"
-  change az aks nodepool update -g "$RG" --cluster-name "$CLUSTER" -n "$1" --os-sku "$2" --no-wait
-  wait_pool "$1"
-  wait_nodes_ready "$1"
-}
-
 # undo_blue_green OLD NEW OLD_BODY DRAIN_TIMEOUT_MINUTES SOAK_MINUTES AUTOSCALE(0|1) MIN MAX BATCH_SIZE
 undo_blue_green() {
   local autoscale

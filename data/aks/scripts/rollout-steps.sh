@@ -17,17 +17,6 @@ node_image_upgrade() {
   fi
 }
 
-# os_sku_update POOL TARGET_SKU
-os_sku_update() {
-  local current
-  pool_get current "$1" osSku
-  if [ "$current" = "$2" ]; then log "agent pool $1: already $2"; return 0; fi
-  wait_pool "$1"
-  change az aks nodepool update -g "$RG" --cluster-name "$CLUSTER" -n "$1" --os-sku "$2" --no-wait
-  wait_pool "$1"
-  wait_nodes_ready "$1"
-}
-
 # blue_green OLD NEW NEW_BODY DRAIN_TIMEOUT_MINUTES SOAK_MINUTES BATCH_SIZE
 blue_green() {
   local autoscale

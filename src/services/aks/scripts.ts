@@ -99,7 +99,7 @@ function rollbackCall(p: PoolPlan): string {
         ? `undo_node_image ${sq(p.name)} ${sq(p.nodeImageVersion)} ${sq(p.rollbackBody)}`
         : `log ${sq(`agent pool ${p.name}: the plan does not know its previous node image, roll it back by hand`)}`;
     case "os-sku-update":
-      return `undo_os_sku ${sq(p.name)} ${sq(p.osSku)}`;
+      return `os_sku_update ${sq(p.name)} ${sq(p.osSku)}`;
     case "blue-green": {
       const a = p.autoscaling;
       return `undo_blue_green ${sq(p.name)} ${sq(p.newPoolName!)} ${sq(p.rollbackBody!)} ${p.surge!.drainTimeoutMinutes} ${p.surge!.soakMinutes} ${a ? 1 : 0} ${a?.minCount ?? 0} ${a?.maxCount ?? 0} ${Math.max(1, p.surge!.batchSize)}`;
