@@ -8,7 +8,7 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile, constants as fsConstants } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { requireTools, run, toolVersion } from "../adapters/exec.js";
+import { requireTools, run } from "../adapters/exec.js";
 import { loadSpec, resolveSpecPath, type ImageSpec } from "../config/spec.js";
 import { UserError } from "../errors.js";
 import { StageCache, defaultCacheDir, stageId } from "../pipeline/cache.js";
@@ -119,12 +119,6 @@ export async function resolveSourceDateEpoch(spec: Readonly<ImageSpec>): Promise
   return 1704067200; // 2024-01-01T00:00:00Z
 }
 
-async function sha256File(p: string): Promise<string> {
-  const h = createHash("sha256");
-  await pipeline(createReadStream(p), h);
-  return h.digest("hex");
-}
-
 
 /** Copy, using a reflink where the filesystem can. */
 async function cloneFile(src: string, dest: string): Promise<void> {
@@ -180,24 +174,28 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const salt = deriveSalt(spec.name, spec.version);
     const fsUuid = deriveUuid(`${spec.name}-usr-fs`, spec.version);
     const verityUuid = deriveUuid(spec.name, spec.version);
-    const fsTool = spec.usr.filesystem === "erofs" ? await toolVersion("mkfs.erofs", ["--help"]).then(() => toolVersion("dump.erofs", ["-V"])) : await toolVersion("mksquashfs", ["-version"]);
+    const hostTools = await hostToolVersions();
+    const fsTool = hostTools[spec.usr.filesystem === "erofs" ? "erofs-utils" : "squashfs-tools"] ?? "unknown";
     const usrId = stageId("usr", { rootfs: rootfs.id, fs: spec.usr, salt: salt.toString("hex"), fsUuid, verityUuid, fsTool, code: await codeDigest() });
     const usr = await timed("usr", `${spec.usr.filesystem} + dm-verity`, async () => {
-      const hit = await cache.lookup<{ size: number; verity: Manifest["verity"] }>("usr", usrId);
+      const hit = await cache.lookup<{ size: number; verity: Manifest["verity"]; imageSha256: string }>("usr", usrId);
       if (hit) return { value: { dir: cache.dir("usr", usrId), ...hit }, cached: true, note: `root hash ${hit.verity.rootHash.slice(0, 16)}…` };
       const scratch = await cache.scratch("usr");
       let size: number;
       let verity: Manifest["verity"];
+      let imageSha256: string;
       try {
         const img = join(scratch, "usr.img");
         ({ size } = await makeUsrImage({ root: tree, outFile: img, filesystem: spec.usr.filesystem, compression: spec.usr.compression, uuid: fsUuid, sourceDateEpoch: sde }));
         verity = await appendVerity(img, { salt, uuid: verityUuid });
+        // hashed once here and kept with the cache entry: the payload header and the manifest reuse it
+        [imageSha256] = (await sha256Files([img])) as [string];
       } catch (e) {
         await rm(scratch, { recursive: true, force: true });
         throw e;
       }
-      const dir = await cache.commit(scratch, "usr", usrId, { size, verity });
-      return { value: { dir, size, verity }, note: `${(size / 1048576).toFixed(1)} MiB, root hash ${verity.rootHash.slice(0, 16)}…` };
+      const dir = await cache.commit(scratch, "usr", usrId, { size, verity, imageSha256 });
+      return { value: { dir, size, verity, imageSha256 }, note: `${(size / 1048576).toFixed(1)} MiB, root hash ${verity.rootHash.slice(0, 16)}…` };
     });
     await cloneFile(join(usr.dir, "usr.img"), join(staging, "usr.img"));
 
@@ -261,7 +259,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         microarch: spec.microarch,
         filesystem: spec.usr.filesystem,
         size: (await stat(join(staging, "usr.img"))).size,
-        sha256: await sha256File(join(staging, "usr.img")),
+        sha256: usr.imageSha256,
         verity: usr.verity,
       });
       await writeFile(join(staging, payloadName), header);
@@ -269,7 +267,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await cloneFile(join(rootfs.dir, "sbom.spdx.json"), join(staging, "sbom.spdx.json"));
 
       const listed: { path: string; kind: Artifact["kind"] }[] = [
-        { path: "usr.img", kind: "usr-image" },
         { path: payloadName, kind: "update-payload" },
         { path: "vmlinuz", kind: "kernel" },
         { path: "initramfs.img", kind: "initramfs" },
@@ -277,12 +274,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         { path: "sbom.spdx.json", kind: "sbom" },
       ];
       const digests = await sha256Files(listed.map((a) => join(staging, a.path)));
-      const artifacts: Artifact[] = [];
+      const artifacts: Artifact[] = [
+        { path: "usr.img", kind: "usr-image", size: (await stat(join(staging, "usr.img"))).size, sha256: usr.imageSha256 },
+      ];
       for (const [i, a] of listed.entries()) {
         artifacts.push({ ...a, size: (await stat(join(staging, a.path))).size, sha256: digests[i]! });
       }
       artifacts.sort((a, b) => a.path.localeCompare(b.path));
-      const tools: Record<string, string> = { ...(await hostToolVersions()), ...meta.tools, acl: ACL_VERSION.version };
+      const tools: Record<string, string> = { ...hostTools, ...meta.tools, acl: ACL_VERSION.version };
       const m: Manifest = parseManifest({
         schemaVersion: 1,
         name: spec.name,

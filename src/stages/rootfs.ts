@@ -5,10 +5,8 @@
  * policy, ISA audit) and keep only /usr (with /etc etc. in the factory).
  */
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { copyFile, mkdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { pipeline } from "node:stream/promises";
 import { toolVersion } from "../adapters/exec.js";
 import type { ImageSpec } from "../config/spec.js";
 import { resolveSpecPath } from "../config/spec.js";
@@ -36,6 +34,7 @@ import {
   resolveEtcLinks,
 } from "./sanitize.js";
 import { buildSbom } from "./sbom.js";
+import { sha256Files } from "./hash.js";
 import { auditIsa, assertIsaWithin } from "./isa-audit.js";
 
 export interface RootfsMeta {
@@ -61,12 +60,6 @@ export interface RootfsOptions {
   codeDigest: string;
   reporter: Reporter;
   progress?: StageHandle;
-}
-
-async function sha256File(p: string): Promise<string> {
-  const h = createHash("sha256");
-  await pipeline(createReadStream(p), h);
-  return h.digest("hex");
 }
 
 /** Digest of a folder's content: paths, types, modes, owners, link targets and file bytes, in sorted order. */
@@ -100,7 +93,7 @@ async function rootfsInputs(o: RootfsOptions): Promise<Record<string, unknown>> 
       }
       case "oci-archive":
       case "docker-archive":
-        sources.push({ ...s, sha256: await sha256File(resolveSpecPath(spec.specDir, s.path)) });
+        sources.push({ ...s, sha256: (await sha256Files([resolveSpecPath(spec.specDir, s.path)]))[0] });
         break;
       case "dir":
         sources.push({ ...s, tree: await treeDigest(resolveSpecPath(spec.specDir, s.path)) });
