@@ -7,12 +7,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtempSync as mkdtempRaw, readFileSync, readdirSync, rmSync } from "node:fs";
+import { readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { acl } from "../helpers/cli.js";
 import { testImage, type TestImage } from "./helpers/image.js";
 import type { BootTestResult } from "../../src/services/boot-test.js";
+import { tempDirs } from "./helpers/temps.js";
 
 function needTools(...tools: string[]): void {
   for (const t of tools) {
@@ -24,15 +25,7 @@ function needTools(...tools: string[]): void {
   }
 }
 
-const temps: string[] = [];
-const mkdtempSync = (prefix: string) => {
-  const d = mkdtempRaw(prefix);
-  temps.push(d);
-  return d;
-};
-afterAll(() => {
-  for (const d of temps) rmSync(d, { recursive: true, force: true });
-});
+const mkdtempSync = tempDirs();
 
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 

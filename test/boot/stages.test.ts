@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync as mkdtempRaw, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -18,21 +18,14 @@ import { buildEsp, loaderConf, slotCmdline } from "../../src/stages/uki.js";
 import { BOOT_CHECK_SCRIPT, BUSYBOX_INITTAB, installGuestChecks } from "../../src/stages/guest-checks.js";
 import { decodeCpio } from "../../src/formats/cpio.js";
 import { KERNEL_CACHE } from "./helpers/image.js";
+import { tempDirs } from "./helpers/temps.js";
 
 const PATH = `${process.env.PATH}:/usr/sbin:/sbin`;
 const sh = (argv: string[], opts: { cwd?: string; input?: Buffer } = {}) =>
   execFileSync(argv[0]!, argv.slice(1), { encoding: "utf8", env: { ...process.env, PATH, LC_ALL: "C" }, maxBuffer: 1 << 28, ...opts });
 const sha = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
 const EPOCH = 1_700_000_000;
-const temps: string[] = [];
-const mkdtempSync = (prefix: string) => {
-  const d = mkdtempRaw(prefix);
-  temps.push(d);
-  return d;
-};
-afterAll(() => {
-  for (const d of temps) rmSync(d, { recursive: true, force: true });
-});
+const mkdtempSync = tempDirs();
 
 describe("kernel and initramfs", () => {
   const root = mkdtempSync(join(tmpdir(), "acl-kroot-"));
