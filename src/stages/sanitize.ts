@@ -5,7 +5,7 @@
  * the state folders (/etc, /var, …) into /usr/share/factory so the initramfs
  * can populate them on first boot.
  */
-import { lstat, readdir, readlink, rename, rm, symlink, mkdir, copyFile, chmod, chown, rmdir } from "node:fs/promises";
+import { lstat, readdir, readFile, readlink, rename, rm, symlink, mkdir, copyFile, chmod, chown, rmdir, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { UserError } from "../errors.js";
 import { resolveInRoot, walk, copyTreeInto } from "./tree.js";
@@ -121,7 +121,6 @@ export async function removePackageManagers(root: string): Promise<string[]> {
     for (const name of [`${pkg}.list`, `${pkg}:amd64.list`]) {
       let text = "";
       try {
-        const { readFile } = await import("node:fs/promises");
         text = await readFile(join(root, "var/lib/dpkg/info", name), "utf8");
       } catch {
         continue;
@@ -198,9 +197,8 @@ export async function auditPackageManagers(root: string): Promise<void> {
  */
 export async function removeMachineState(root: string): Promise<string[]> {
   const removed: string[] = [];
-  const { readdir: rd, writeFile: wf } = await import("node:fs/promises");
   try {
-    for (const f of (await rd(join(root, "etc/ssh"))).sort()) {
+    for (const f of (await readdir(join(root, "etc/ssh"))).sort()) {
       if (/^ssh_host_.*_key(\.pub)?$/.test(f)) {
         await rm(join(root, "etc/ssh", f));
         removed.push(`etc/ssh/${f}`);
@@ -219,7 +217,7 @@ export async function removeMachineState(root: string): Promise<string[]> {
     }
   }
   try {
-    for (const f of (await rd(join(root, "var/log"), { recursive: true })).sort().reverse()) {
+    for (const f of (await readdir(join(root, "var/log"), { recursive: true })).sort().reverse()) {
       const st = await lstat(join(root, "var/log", f));
       if (st.isFile()) {
         await rm(join(root, "var/log", f));
@@ -233,7 +231,7 @@ export async function removeMachineState(root: string): Promise<string[]> {
   try {
     await lstat(join(root, "etc"));
     await rm(join(root, "etc/machine-id"), { force: true });
-    await wf(join(root, "etc/machine-id"), "");
+    await writeFile(join(root, "etc/machine-id"), "");
   } catch {
     /* no /etc */
   }

@@ -4,7 +4,7 @@
  * the way a chroot would (absolute symlinks point back into the root), and
  * walks are sorted so their results are reproducible.
  */
-import { lstat, readdir, readlink, mkdir, copyFile, symlink, chown, chmod, lutimes, rm, link } from "node:fs/promises";
+import { lstat, readdir, readlink, mkdir, copyFile, symlink, chown, chmod, lchown, lutimes, rm, link } from "node:fs/promises";
 import type { Stats } from "node:fs";
 import { join, posix } from "node:path";
 import { UserError } from "../errors.js";
@@ -121,7 +121,7 @@ export async function copyTreeInto(srcDir: string, root: string, opts: { mtime?:
         await link(join(root, inodes.get(key)!), dest);
       } else if (st.isSymbolicLink()) {
         await symlink(await readlink(src), dest);
-        await lchownSafe(dest, st.uid, st.gid);
+        await lchown(dest, st.uid, st.gid);
       } else if (st.isFile()) {
         await copyFile(src, dest);
         await chown(dest, st.uid, st.gid);
@@ -137,9 +137,4 @@ export async function copyTreeInto(srcDir: string, root: string, opts: { mtime?:
     n++;
   }
   return n;
-}
-
-async function lchownSafe(p: string, uid: number, gid: number): Promise<void> {
-  const { lchown } = await import("node:fs/promises");
-  await lchown(p, uid, gid);
 }
