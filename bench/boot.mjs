@@ -20,7 +20,8 @@ if (!existsSync(dist("adapters/qemu.js"))) {
   process.exit(2);
 }
 const { bootQemu, createOverlay, prepareOvmfVars } = await import(dist("adapters/qemu.js"));
-const { parseConsole, BOOT_CHECK_SMBIOS } = await import(dist("services/boot-test.js"));
+const { parseConsole } = await import(dist("services/boot-test.js"));
+const { BOOT_CHECK_REQUEST } = await import(dist("stages/rootfs/guest-checks.js"));
 const { readManifest } = await import(dist("pipeline/manifest.js"));
 const { loadCpuModels, defaultModelFor } = await import(dist("config/qemu-cases.js"));
 
@@ -62,7 +63,7 @@ async function boot(cpu, firmware) {
   const q = await bootQemu({
     disk: overlay, diskFormat: "qcow2", cpu, firmware, ovmfVars,
     kernel: art("kernel"), initrd: art("initramfs"), append: m.kernel?.cmdline,
-    smbiosStrings: [BOOT_CHECK_SMBIOS], serialLog: join(dir, "serial.log"), timeoutMs,
+    smbiosStrings: [BOOT_CHECK_REQUEST], serialLog: join(dir, "serial.log"), timeoutMs,
   });
   const f = parseConsole(q.lines);
   const multiUser = q.lines.find((l) => /ACL-CHECK multi-user ok/.test(l.text))?.ms;

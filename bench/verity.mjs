@@ -18,12 +18,13 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const stageJs = join(root, "dist/stages/verity.js");
+const stageJs = join(root, "dist/stages/usr/verity.js");
 if (!existsSync(stageJs)) {
   console.error(`bench/verity: ${stageJs} is missing; compile first: npx tsc -p .`);
   process.exit(2);
 }
-const { appendVerity, deriveSalt, deriveUuid } = await import(pathToFileURL(stageJs).href);
+const { appendVerity } = await import(pathToFileURL(stageJs).href);
+const { deriveSalt, deriveUuid } = await import(pathToFileURL(join(root, "dist/formats/verity.js")).href);
 
 const MIB = Number(process.env.BENCH_VERITY_MIB ?? 512);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_VERITY_ROUNDS ?? 3));

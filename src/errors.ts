@@ -1,22 +1,53 @@
 /**
- * Typed errors. Every failure a user can cause is a UserError with a hint
- * (what to do next); a failing external tool is an ExternalToolError that
- * carries the argv, exit code and the tail of stderr; anything else is a bug.
+ * Typed errors and the one way acl reports a failure. Every failure a user
+ * can cause is a UserError with a hint (what to do next), naming the file and
+ * the spec key when there are any; a wrong invocation is a UsageError (exit
+ * 2); a failing external tool is an ExternalToolError that carries the argv,
+ * exit code and the tail of stderr; a file-system error about a path (missing,
+ * a folder where a file was expected, permission, no space) is reported as a
+ * user error naming the path. Anything else is a bug: exit 70, said so, with
+ * where to report it.
  */
+import { shellQuote } from "./util/shell.js";
+
+export const ISSUE_TRACKER = "https://github.com/acl-project/acl/issues";
+/** Exit codes: 1 for a problem the user can fix, 2 for a wrong invocation, 70 (EX_SOFTWARE) for a bug in acl. */
+export const EXIT_USER = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_BUG = 70;
+
 export class AclError extends Error {
   /** Process exit code used by the CLI for this error. */
-  readonly exitCode: number = 1;
+  readonly exitCode: number = EXIT_USER;
+}
+
+export interface UserErrorOptions {
+  hint?: string;
+  /** File the problem is in, when there is one. */
+  file?: string;
+  /** Spec key the problem is at ("partitions.esp", "sources[1].path"), when there is one. */
+  key?: string;
 }
 
 export class UserError extends AclError {
   readonly hint?: string;
-  /** File the problem is in, when there is one. */
   readonly file?: string;
-  constructor(message: string, opts: { hint?: string; file?: string } = {}) {
+  readonly key?: string;
+  constructor(message: string, opts: UserErrorOptions = {}) {
     super(message);
     this.name = "UserError";
     this.hint = opts.hint;
     this.file = opts.file;
+    this.key = opts.key;
+  }
+}
+
+/** The command line itself is wrong: an unknown flag, a missing argument, an unknown command. */
+export class UsageError extends UserError {
+  override readonly exitCode: number = EXIT_USAGE;
+  constructor(message: string, opts: UserErrorOptions = {}) {
+    super(message, opts);
+    this.name = "UsageError";
   }
 }
 
@@ -26,42 +57,101 @@ export class ExternalToolError extends AclError {
   readonly stderrTail: string;
   /** The whole stderr, for callers that turn known failures into UserErrors. */
   readonly stderr: string;
+  readonly hint?: string;
   constructor(argv: readonly string[], code: number | null, stderr: string, hint?: string) {
     const tail = stderr.trim().split("\n").slice(-15).join("\n");
-    super(
-      `command failed (exit ${code ?? "signal"}): ${shellQuote(argv)}` +
-        (tail ? `\n--- stderr (last lines) ---\n${tail}` : "") +
-        (hint ? `\nhint: ${hint}` : ""),
-    );
+    super(`command failed (exit ${code ?? "signal"}): ${shellQuote(argv)}` + (tail ? `\n--- stderr (last lines) ---\n${tail}` : ""));
     this.name = "ExternalToolError";
     this.argv = argv;
     this.code = code;
     this.stderrTail = tail;
     this.stderr = stderr;
+    this.hint = hint;
   }
 }
 
 export class BugError extends AclError {
+  override readonly exitCode: number = EXIT_BUG;
   constructor(message: string) {
-    super(`internal error (a bug in acl, please report it): ${message}`);
+    super(`internal error (a bug in acl): ${message}`);
     this.name = "BugError";
   }
 }
 
-/** Quote an argv so that it can be pasted into a POSIX shell. */
-export function shellQuote(argv: readonly string[]): string {
-  return argv
-    .map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))
-    .join(" ");
+/** What the CLI prints for a failure (and, with --json, the `error` object). */
+export interface ErrorReport {
+  kind: string;
+  message: string;
+  hint?: string;
+  file?: string;
+  key?: string;
+  exitCode: number;
 }
 
-/** Render any error for a human on stderr: message, then hint. */
-export function formatError(err: unknown): string {
-  if (err instanceof UserError) {
-    const where = err.file && !err.message.includes(err.file) ? `${err.file}: ` : "";
-    return `error: ${where}${err.message}` + (err.hint ? `\nhint: ${err.hint}` : "");
+/** errno codes that are about a path the user gave or a folder acl writes into. */
+const PATH_ERRORS: Readonly<Record<string, (path: string) => { message: string; hint: string }>> = {
+  ENOENT: (p) => ({ message: `${p} does not exist`, hint: "check the path" }),
+  ENOTDIR: (p) => ({ message: `${p}: a part of this path is not a folder`, hint: "check the path" }),
+  EISDIR: (p) => ({ message: `${p} is a folder, but a file was expected here`, hint: "pass the path of a file" }),
+  EACCES: (p) => ({ message: `permission denied: ${p}`, hint: "check the permissions of the path (acl builds run as root)" }),
+  EPERM: (p) => ({ message: `operation not permitted on ${p}`, hint: "check the permissions and attributes of the path (acl builds run as root)" }),
+  EROFS: (p) => ({ message: `${p} is on a read-only file system`, hint: "choose a writable folder" }),
+  ENOSPC: (p) => ({ message: `no space left on the device holding ${p}`, hint: "free space there, or choose a folder on a larger file system" }),
+  EDQUOT: (p) => ({ message: `disk quota exceeded on the device holding ${p}`, hint: "free space there, or choose a folder on another file system" }),
+  EEXIST: (p) => ({ message: `${p} already exists`, hint: "remove it or choose another path" }),
+  ELOOP: (p) => ({ message: `${p}: too many levels of symbolic links`, hint: "check the symbolic links on the path" }),
+  ENAMETOOLONG: (p) => ({ message: `${p}: file name too long`, hint: "use a shorter path" }),
+  EMFILE: (p) => ({ message: `too many open files while opening ${p}`, hint: "raise the open-file limit (ulimit -n)" }),
+};
+
+/** A Node.js file-system error that names a path, as a UserError; undefined for anything else. */
+export function pathError(err: unknown): UserError | undefined {
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (!e || typeof e !== "object" || typeof e.code !== "string") return undefined;
+  const describe = PATH_ERRORS[e.code];
+  if (!describe) return undefined;
+  const path = e.path ?? (e as { dest?: string }).dest;
+  if (!path) {
+    if (e.code === "ENOSPC" || e.code === "EDQUOT")
+      return new UserError(e.code === "ENOSPC" ? "no space left on device" : "disk quota exceeded", {
+        hint: "free space where acl writes (the output folder, the cache folder, TMPDIR), or choose folders on a larger file system",
+      });
+    return undefined;
   }
-  if (err instanceof AclError) return `error: ${err.message}`;
-  if (err instanceof Error) return `error: ${err.message}`;
-  return `error: ${String(err)}`;
+  const d = describe(path);
+  return new UserError(d.message, { file: path, hint: d.hint });
+}
+
+/** Turn any thrown value into what the CLI reports. */
+export function errorReport(err: unknown): ErrorReport {
+  const asPath = err instanceof AclError ? undefined : pathError(err);
+  const e = asPath ?? err;
+  if (e instanceof UserError) {
+    return { kind: e.name, message: e.message, hint: e.hint, file: e.file, key: e.key, exitCode: e.exitCode };
+  }
+  if (e instanceof ExternalToolError) return { kind: e.name, message: e.message, hint: e.hint, exitCode: e.exitCode };
+  if (e instanceof BugError) return { kind: e.name, message: e.message, hint: bugHint(), exitCode: e.exitCode };
+  const message = e instanceof Error ? e.message : String(e);
+  return { kind: "BugError", message: `internal error (a bug in acl): ${message}`, hint: bugHint(), exitCode: EXIT_BUG };
+}
+
+function bugHint(): string {
+  return `please report it at ${ISSUE_TRACKER} with the command you ran and its output with ACL_DEBUG=1 (which shows the stack trace)`;
+}
+
+/** Render a report for a human on stderr: `error: …` then `hint: …`. */
+export function formatErrorReport(r: ErrorReport): string {
+  const where = r.file && !r.message.includes(r.file) ? `${r.file}: ` : "";
+  return `error: ${where}${r.message}` + (r.hint ? `\nhint: ${r.hint}` : "");
+}
+
+/** Render any error for a human. */
+export function formatError(err: unknown): string {
+  return formatErrorReport(errorReport(err));
+}
+
+/** The JSON printed on stdout for a failure with --json: one small object. */
+export function errorJson(r: ErrorReport): string {
+  const { kind, message, hint, file, key, exitCode } = r;
+  return JSON.stringify({ error: { kind, message, hint, file, key, exitCode } }, null, 2) + "\n";
 }

@@ -4,6 +4,7 @@
  * copy-pasteable command and the tail of stderr.
  */
 import { execa } from "execa";
+import { access } from "node:fs/promises";
 import { ExternalToolError, UserError } from "../errors.js";
 
 export interface RunOptions {
@@ -66,14 +67,31 @@ export async function runBytes(argv: readonly string[], opts: RunOptions = {}): 
   return Buffer.from(r.stdout as Uint8Array);
 }
 
-/** Map of tools to the Debian package that provides them. */
-export const TOOL_PACKAGES: Record<string, string> = {
+/** The Debian package of every host program acl runs (and of the test oracles). */
+export const TOOL_PACKAGES = {
   mmdebstrap: "mmdebstrap",
+  "apt-get": "apt",
+  "apt-cache": "apt",
+  "dpkg-deb": "dpkg",
+  "dpkg-query": "dpkg",
+  depmod: "kmod",
+  busybox: "busybox-static",
+  ldd: "libc-bin",
+  xz: "xz-utils",
+  zstd: "zstd",
+  mknod: "coreutils",
+  setfattr: "attr",
+  sh: "dash",
+  awk: "mawk",
+  cp: "coreutils",
+  git: "git",
   "mkfs.erofs": "erofs-utils",
   "dump.erofs": "erofs-utils",
   "fsck.erofs": "erofs-utils",
   mksquashfs: "squashfs-tools",
+  unsquashfs: "squashfs-tools",
   veritysetup: "cryptsetup-bin",
+  blkid: "util-linux",
   sgdisk: "gdisk",
   sfdisk: "fdisk",
   "mkfs.vfat": "dosfstools",
@@ -81,36 +99,60 @@ export const TOOL_PACKAGES: Record<string, string> = {
   mmd: "mtools",
   "mkfs.ext4": "e2fsprogs",
   debugfs: "e2fsprogs",
+  objcopy: "binutils",
+  readelf: "binutils",
   "qemu-img": "qemu-utils",
+  "qemu-io": "qemu-utils",
   "qemu-system-x86_64": "qemu-system-x86",
   dockerd: "docker.io",
-  "dpkg-deb": "dpkg",
-  depmod: "kmod",
-  objcopy: "binutils",
+  skopeo: "skopeo",
   openssl: "openssl",
   "ignition-validate": "ignition",
   shellcheck: "shellcheck",
-};
+} as const satisfies Record<string, string>;
+export type HostTool = keyof typeof TOOL_PACKAGES;
 
 export function toolHint(tool: string): string {
-  const pkg = TOOL_PACKAGES[tool];
+  const pkg = (TOOL_PACKAGES as Record<string, string>)[tool];
   return pkg ? `install it with: apt-get install ${pkg}` : `install '${tool}'`;
 }
 
-/** Fail early, before the first stage, when a required tool is missing. */
-export async function requireTools(tools: readonly string[]): Promise<void> {
+/** Something a stage needs on the build host: a program on PATH or a file, and the Debian package that provides it. */
+export type Requirement = { tool: string; package: string } | { file: string; package: string };
+
+/** Requirements for programs, with their packages from TOOL_PACKAGES. */
+export function tools(...names: HostTool[]): Requirement[] {
+  return names.map((tool) => ({ tool, package: TOOL_PACKAGES[tool] }));
+}
+
+/**
+ * Check every requirement at once; one error lists all that are missing and
+ * the `apt-get install` line that provides them.
+ */
+export async function checkRequirements(reqs: readonly Requirement[]): Promise<void> {
+  const toolNames = [...new Set(reqs.flatMap((r) => ("tool" in r ? [r.tool] : [])))].sort();
+  const files = [...new Set(reqs.flatMap((r) => ("file" in r ? [r.file] : [])))].sort();
   // one shell checks them all: a shell per tool costs far more than the lookups
-  const r = await execa("sh", ["-c", 'for t in "$@"; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done', "sh", ...tools], {
+  const r = await execa("sh", ["-c", 'for t in "$@"; do command -v "$t" >/dev/null 2>&1 || echo "$t"; done', "sh", ...toolNames], {
     reject: false,
     env: { PATH: toolPath() },
   });
-  const missing = String(r.stdout).split("\n").filter(Boolean);
-  if (missing.length) {
-    const pkgs = [...new Set(missing.map((t) => TOOL_PACKAGES[t] ?? t))].sort();
-    throw new UserError(`missing required tools: ${missing.join(", ")}`, {
-      hint: `apt-get install ${pkgs.join(" ")}   (or run ./scripts/setup.sh)`,
-    });
-  }
+  const missingTools = String(r.stdout).split("\n").filter(Boolean);
+  const missingFiles = (await Promise.all(files.map(async (f) => ((await access(f).then(() => true, () => false)) ? undefined : f)))).filter(
+    (f): f is string => f !== undefined,
+  );
+  if (!missingTools.length && !missingFiles.length) return;
+  const pkgOf = (name: string) => reqs.find((q) => ("tool" in q ? q.tool : q.file) === name)?.package ?? name;
+  const missing = [...missingTools, ...missingFiles];
+  const pkgs = [...new Set(missing.map(pkgOf))].sort();
+  throw new UserError(`missing on this machine: ${missing.map((m) => `${m} (${pkgOf(m)})`).join(", ")}`, {
+    hint: `apt-get install ${pkgs.join(" ")}   (or run ./scripts/setup.sh)`,
+  });
+}
+
+/** Fail early when a program is missing (for commands that are not builds, and tests). */
+export async function requireTools(names: readonly string[]): Promise<void> {
+  await checkRequirements(names.map((tool) => ({ tool, package: (TOOL_PACKAGES as Record<string, string>)[tool] ?? tool })));
 }
 
 /** PATH including sbin directories, where root tools live on Debian. */

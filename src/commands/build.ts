@@ -30,6 +30,7 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
       cacheDir: flags["cache-dir"],
       noCache: flags["no-cache"],
       keepWork: flags["keep-work"],
+      sourceDateEpoch: process.env.SOURCE_DATE_EPOCH,
       reporter: this.reporter(),
     });
     const m = res.manifest;

@@ -175,27 +175,29 @@ function getAt(raw: unknown, path: readonly PropertyKey[]): unknown {
 
 type AnySchema = { _zod: { def: Record<string, unknown> & { type: string } } };
 
+/** Look through defaults, optionals and pipes, and pick the union member a value's `type` names. */
+function unwrapSchema(x: AnySchema, v: unknown): AnySchema {
+  for (;;) {
+    const d = x._zod.def;
+    if (d.type === "default" || d.type === "optional" || d.type === "nullable" || d.type === "prefault") x = d.innerType as AnySchema;
+    else if (d.type === "pipe") x = d.in as AnySchema;
+    else if (d.type === "union") {
+      const opts = d.options as AnySchema[];
+      const t = (v as { type?: unknown } | undefined)?.type;
+      const hit = opts.find((o) => {
+        const sh = (o._zod.def.shape as Record<string, AnySchema> | undefined)?.type;
+        return sh && (sh._zod.def.values as unknown[] | undefined)?.includes(t);
+      });
+      x = hit ?? opts[0]!;
+    } else return x;
+  }
+}
+
 /** The keys the schema accepts at `path` (walking defaults, optionals, arrays, unions). */
 export function validKeysAt(path: readonly PropertyKey[], raw: unknown): string[] {
   let s: AnySchema | undefined = ImageSpecSchema as unknown as AnySchema;
   let value: unknown = raw;
-  const unwrap = (x: AnySchema, v: unknown): AnySchema => {
-    for (;;) {
-      const d = x._zod.def;
-      if (d.type === "default" || d.type === "optional" || d.type === "nullable" || d.type === "prefault")
-        x = d.innerType as AnySchema;
-      else if (d.type === "pipe") x = d.in as AnySchema;
-      else if (d.type === "union") {
-        const opts = d.options as AnySchema[];
-        const t = (v as { type?: unknown } | undefined)?.type;
-        const hit = opts.find((o) => {
-          const sh = (o._zod.def.shape as Record<string, AnySchema> | undefined)?.type;
-          return sh && (sh._zod.def.values as unknown[] | undefined)?.includes(t);
-        });
-        x = hit ?? opts[0]!;
-      } else return x;
-    }
-  };
+  const unwrap = unwrapSchema;
   for (const p of path) {
     s = unwrap(s, value);
     const d = s._zod.def;
@@ -241,17 +243,31 @@ export function resolveSpecPath(specDir: string, p: string): string {
   return isAbsolute(p) ? p : resolve(specDir, p);
 }
 
+/** Every path the spec names (fields marked `aclPath` in the schema), with its spec key. */
+export function specReferences(data: ImageSpecData): { key: string; path: string; want: "file" | "dir" }[] {
+  const out: { key: string; path: string; want: "file" | "dir" }[] = [];
+  const visit = (schema: AnySchema, value: unknown, path: PropertyKey[]): void => {
+    if (value === undefined || value === null) return;
+    const meta = (schema as unknown as { meta?: () => { aclPath?: "file" | "dir" } | undefined }).meta?.();
+    if (meta?.aclPath && typeof value === "string") {
+      out.push({ key: formatPath(path), path: value, want: meta.aclPath });
+      return;
+    }
+    const s = unwrapSchema(schema, value);
+    const d = s._zod.def;
+    if (s !== schema) return visit(s, value, path);
+    if (d.type === "object" && typeof value === "object") {
+      for (const [k, sub] of Object.entries(d.shape as Record<string, AnySchema>)) visit(sub, (value as Record<string, unknown>)[k], [...path, k]);
+    } else if (d.type === "array" && Array.isArray(value)) {
+      value.forEach((v, i) => visit(d.element as AnySchema, v, [...path, i]));
+    }
+  };
+  visit(ImageSpecSchema as unknown as AnySchema, data, []);
+  return out;
+}
+
 async function checkReferences(file: string, specDir: string, data: ImageSpecData): Promise<void> {
-  const refs: { key: string; path: string; want: "file" | "dir" }[] = [];
-  data.sources.forEach((s, i) => {
-    if (s.type === "oci-archive" || s.type === "docker-archive") refs.push({ key: `sources[${i}].path`, path: s.path, want: "file" });
-    if (s.type === "dir") refs.push({ key: `sources[${i}].path`, path: s.path, want: "dir" });
-  });
-  data.files.forEach((f, i) => {
-    if (f.source !== undefined) refs.push({ key: `files[${i}].source`, path: f.source, want: "file" });
-  });
-  if (data.signing) refs.push({ key: "signing.key", path: data.signing.key, want: "file" });
-  for (const r of refs) {
+  for (const r of specReferences(data)) {
     const abs = resolveSpecPath(specDir, r.path);
     let ok = false;
     try {
@@ -263,6 +279,7 @@ async function checkReferences(file: string, specDir: string, data: ImageSpecDat
     if (!ok) {
       throw new UserError(`${file}: '${r.key}' refers to ${r.path}, which is not ${r.want === "file" ? "a file" : "a folder"} (looked at ${relative(process.cwd(), abs) || abs})`, {
         file,
+        key: r.key,
         hint: `create it, or fix '${r.key}' (relative paths are resolved from ${relative(process.cwd(), specDir) || "."})`,
       });
     }

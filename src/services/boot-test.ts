@@ -16,9 +16,8 @@ import {
 import { UserError } from "../errors.js";
 import type { Reporter } from "../output/reporter.js";
 import { readManifest, type Manifest } from "../pipeline/manifest.js";
+import { BOOT_CHECK_REQUEST } from "../stages/rootfs/guest-checks.js";
 
-/** Asked of the guest through SMBIOS type 11 (works for sealed UKI command lines too). */
-export const BOOT_CHECK_SMBIOS = "acl.boot-check=1";
 export const DEFAULT_TIMEOUT_SEC = 240;
 export const DEFAULT_PARALLEL = 2;
 
@@ -340,7 +339,7 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
       const q = await bootQemu({
         disk: overlay, diskFormat: "qcow2", diskBus: p.bootCase.meta.disk, cpu: p.cpu.name, firmware: p.firmware,
         kernel: kernel?.path, initrd: initrd?.path, append: manifest.kernel?.cmdline,
-        ovmfVars: vars, smbiosStrings: [BOOT_CHECK_SMBIOS], serialLog, timeoutMs, accel: opts.accel ?? "tcg",
+        ovmfVars: vars, smbiosStrings: [BOOT_CHECK_REQUEST] /* through SMBIOS type 11: works for sealed UKI command lines too */, serialLog, timeoutMs, accel: opts.accel ?? "tcg",
         stopOn: [/Kernel panic - not syncing/], graceMs: 1500,
       });
       const facts = parseConsole(q.lines);

@@ -10,7 +10,7 @@ import { UserError } from "../errors.js";
 import { keyId, RSA_MODULUS_BITS, spkiPem, type KeyType } from "../formats/signature.js";
 
 export { KEY_TYPES, type KeyType } from "../formats/signature.js";
-import { PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from "../stages/sign.js";
+import { PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from "../stages/release/sign.js";
 
 export interface GenerateKeysOptions {
   outDir: string;

@@ -16,7 +16,8 @@ import { decodeSha256Sums, SHA256SUMS_FILE, type SumEntry } from "../formats/sha
 import { envelopeFromJson, INTOTO_PAYLOAD_TYPE, pae } from "../formats/dsse.js";
 import { INTOTO_STATEMENT_TYPE, SLSA_PROVENANCE_V1 } from "../formats/provenance.js";
 import { keyId, keyTypeOf, KeyTypeError, verifyBytes, type KeyType } from "../formats/signature.js";
-import { hashFile, PROVENANCE_FILE, PUBLIC_KEY_FILE, sha256Hex, SIGNATURE_FILE } from "../stages/sign.js";
+import { PROVENANCE_FILE, PUBLIC_KEY_FILE, SIGNATURE_FILE } from "../stages/release/sign.js";
+import { sha256File, sha256Hex } from "../util/hash.js";
 import { silentReporter, type Reporter } from "../output/reporter.js";
 
 export interface VerifyOptions {
@@ -173,7 +174,7 @@ export async function verifyOutput(opts: VerifyOptions): Promise<VerifyResult> {
     }
     const wantSize = sizes.get(p);
     const wantSha = sumsMap.get(p) ?? manifest?.artifacts.find((a) => a.path === p)?.sha256;
-    const d = await hashFile(file, (n) => {
+    const d = await sha256File(file, (n) => {
       bytes += n;
       stage.progress(bytes, total, "bytes");
     });

@@ -11,11 +11,13 @@ import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, s
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { installKernel } from "../../src/stages/kernel.js";
-import { buildInitramfs, moduleClosure, parseLdd, parseModulesDep } from "../../src/stages/initramfs.js";
-import { renderInitScript, requiredFlags } from "../../src/stages/initramfs-init.js";
-import { buildEsp, loaderConf, slotCmdline } from "../../src/stages/uki.js";
-import { BOOT_CHECK_SCRIPT, BUSYBOX_INITTAB, installGuestChecks } from "../../src/stages/guest-checks.js";
+import { installKernel } from "../../src/stages/rootfs/kernel.js";
+import { buildInitramfs, moduleClosure, parseLdd, parseModulesDep } from "../../src/stages/boot/initramfs.js";
+import { renderInitScript } from "../../src/stages/boot/init-script.js";
+import { requiredCpuFlags } from "../../src/formats/microarch.js";
+import { dataText } from "../../src/util/data.js";
+import { buildEsp, loaderConf, slotCmdline } from "../../src/stages/boot/esp.js";
+import { bootCheckScript, GUEST_DATA, installGuestChecks } from "../../src/stages/rootfs/guest-checks.js";
 import { decodeCpio } from "../../src/formats/cpio.js";
 import { KERNEL_CACHE } from "./helpers/image.js";
 import { tempDirs } from "./helpers/temps.js";
@@ -107,12 +109,12 @@ describe("/init and the guest check scripts", () => {
     const d = mkdtempSync(join(tmpdir(), "acl-sh-"));
     const init = renderInitScript({ release: "6.1.0-56-cloud-amd64", microarch: "x86-64-v2", corruption: "panic", init: "busybox", modules: ["kernel/a.ko"] });
     writeFileSync(join(d, "init"), init);
-    writeFileSync(join(d, "boot-check"), BOOT_CHECK_SCRIPT);
+    writeFileSync(join(d, "boot-check"), bootCheckScript());
     expect(sh(["shellcheck", "-s", "sh", join(d, "init"), join(d, "boot-check")])).toBe("");
     expect(init).toContain("REQUIRED='cx16:cx16 lahf:lahf_lm popcnt:popcnt sse3:pni ssse3:ssse3 sse4_1:sse4_1 sse4_2:sse4_2'");
     expect(init).not.toMatch(/\\\$\{|@[A-Z_]+@/);
-    expect(requiredFlags("x86-64")).toEqual([]);
-    expect(requiredFlags("x86-64-v4")).toHaveLength(7 + 9 + 5);
+    expect(requiredCpuFlags("x86-64")).toEqual([]);
+    expect(requiredCpuFlags("x86-64-v4")).toHaveLength(7 + 9 + 5);
     expect(() => renderInitScript({ release: "6.1; rm -rf /", microarch: "x86-64", corruption: "panic", init: "busybox", modules: [] })).toThrow(/unsafe release/);
   });
 
@@ -122,7 +124,7 @@ describe("/init and the guest check scripts", () => {
     writeFileSync(join(bb, "usr/bin/busybox"), "");
     await installGuestChecks(bb, "busybox");
     expect(readlinkSync(join(bb, "usr/sbin/init"))).toBe("../bin/busybox");
-    expect(readFileSync(join(bb, "etc/inittab"), "utf8")).toBe(BUSYBOX_INITTAB);
+    expect(readFileSync(join(bb, "etc/inittab"), "utf8")).toBe(dataText(GUEST_DATA.inittab));
     expect(lstatSync(join(bb, "usr/lib/acl/boot-check")).mode & 0o777).toBe(0o755);
     // an image's own inittab is kept; the check is appended once
     const own = mkdtempSync(join(tmpdir(), "acl-gc-"));

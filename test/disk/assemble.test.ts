@@ -17,8 +17,8 @@ import { decodeGpt, getSlotState } from "../../src/formats/gpt.js";
 import { decodeVhdFooter, vhdTimestamp } from "../../src/formats/vhd-footer.js";
 import { Manifest } from "../../src/pipeline/manifest.js";
 import { inspectDisk, type InspectResult } from "../../src/services/inspect.js";
-import { assembleDisk, diskTools, type AssembleDiskOptions, type AssembleDiskResult } from "../../src/stages/disk.js";
-import { deriveGuid, MiB, USR_A_PARTUUID, USR_B_PARTUUID } from "../../src/stages/disk-layout.js";
+import { assembleDisk, diskRequirements, type AssembleDiskOptions, type AssembleDiskResult } from "../../src/stages/disk/assemble.js";
+import { deriveGuid, MiB, USR_A_PARTUUID, USR_B_PARTUUID } from "../../src/stages/disk/layout.js";
 import { acl } from "../helpers/cli.js";
 import { makeUsrPayload, type TestPayload } from "./usr-payload.js";
 
@@ -63,7 +63,7 @@ function opts(n: number): AssembleDiskOptions {
 const file = (r: AssembleDiskResult, kind: string) => r.files.find((f) => f.kind === kind)!.path;
 
 beforeAll(async () => {
-  await requireTools([...diskTools(["raw", "qcow2", "vhd"]), "sgdisk", "mkfs.erofs", "veritysetup", "mtype", "fsck.vfat", "e2fsck", "e2label"]);
+  await requireTools([...diskRequirements(["raw", "qcow2", "vhd"]).map((r) => ("tool" in r ? r.tool : r.file)), "sgdisk", "mkfs.erofs", "veritysetup", "mtype", "fsck.vfat", "e2fsck", "e2label"]);
   dir = await mkdtemp(join(tmpdir(), "acl-disk-"));
   payload = await makeUsrPayload(dir);
   await mkdir(join(dir, "esp/EFI/BOOT"), { recursive: true });

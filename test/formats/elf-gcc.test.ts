@@ -8,8 +8,9 @@ import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, copyFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ISA_LEVEL_BITS, readIsaNeeded, type IsaLevel } from "../../src/formats/elf-notes.js";
-import { assertIsaWithin, auditIsa, fileIsaLevel } from "../../src/stages/isa-audit.js";
+import { ISA_LEVEL_BITS, readIsaNeeded } from "../../src/formats/elf.js";
+import type { Microarch } from "../../src/formats/microarch.js";
+import { assertIsaWithin, auditIsa, fileIsaLevel } from "../../src/stages/rootfs/isa-audit.js";
 import { UserError } from "../../src/errors.js";
 
 let dir: string;
@@ -48,7 +49,7 @@ const LIBRARY = `int answer(void) { return 42; }\n`;
 const NOSTDLIB = `void _start(void) { for (;;) {} }\n`;
 
 /** name -> [gcc args, expected level or null] */
-const BUILDS: Record<string, { args: string[]; level: IsaLevel | null; mask: number | null }> = {
+const BUILDS: Record<string, { args: string[]; level: Microarch | null; mask: number | null }> = {
   // GNU ld 2.40 aborts on `-z x86-64-baseline` (internal error in
   // _bfd_x86_elf_merge_gnu_properties); a default link already says baseline.
   baseline: { args: ["prog.c"], level: "x86-64", mask: 1 },
@@ -175,6 +176,6 @@ describe("auditIsa over a root tree", () => {
     // Only the file that starts with the ELF magic counts (as an ELF file without a note).
     expect(a.counts).toEqual({ none: 1, "x86-64": 0, "x86-64-v2": 0, "x86-64-v3": 0, "x86-64-v4": 0 });
     await expect(auditIsa(join(root, "missing"), "x86-64-v3")).rejects.toThrow(UserError);
-    await expect(auditIsa(root, "x86-64-v9" as IsaLevel)).rejects.toThrow(/unknown microarch 'x86-64-v9'/);
+    await expect(auditIsa(root, "x86-64-v9" as Microarch)).rejects.toThrow(/unknown microarch 'x86-64-v9'/);
   });
 });

@@ -16,7 +16,7 @@ import {
   readElfNotes,
   readIsaNeeded,
   u32Property,
-} from "../../src/formats/elf-notes.js";
+} from "../../src/formats/elf.js";
 
 /** GNU_PROPERTY_X86_FEATURE_1_AND (IBT, SHSTK), as ld writes for -z ibt -z shstk. */
 const X86_FEATURE_1_AND = 0xc0000002;

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requireTools, run } from "../../src/adapters/exec.js";
 import { chooseSlot, decodeGpt, encodeGpt, formatAttributes, getSlotState, TYPE_GUIDS, type GptTable } from "../../src/formats/gpt.js";
-import { layoutTable, planDiskLayout } from "../../src/stages/disk-layout.js";
+import { layoutTable, planDiskLayout } from "../../src/stages/disk/layout.js";
 
 const MiB = 1024 * 1024;
 let dir: string;

@@ -10,7 +10,7 @@ import { open } from "node:fs/promises";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, openSync, readSync, writeSync, closeSync, copyFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { appendVerity, hashLeaves, readSuperblock, verifyTree, verityFileSize } from "../../src/stages/verity.js";
+import { appendVerity, hashLeaves, readSuperblock, verifyTree, verityFileSize } from "../../src/stages/usr/verity.js";
 import { computeTree, decodeSuperblock, deriveSalt, deriveUuid, hashBlocksInto, treeOffset } from "../../src/formats/verity.js";
 import { UserError } from "../../src/errors.js";
 import type { VerityInfo } from "../../src/pipeline/manifest.js";

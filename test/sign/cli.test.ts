@@ -6,7 +6,7 @@ import { describe, expect, it, beforeAll } from "vitest";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { run } from "../../src/adapters/exec.js";
-import { signOutput } from "../../src/stages/sign.js";
+import { signOutput } from "../../src/stages/release/sign.js";
 import { fixtureProvenance, flipByte, makeFixture, REPO, tempDir } from "./fixture.js";
 
 const ACL = join(REPO, "bin", "acl");

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { canonicalJson, MANIFEST_FILE, parseManifest, type Artifact, type Manifest } from "../../src/pipeline/manifest.js";
-import type { ProvenanceOptions } from "../../src/stages/sign.js";
+import type { ProvenanceOptions } from "../../src/stages/release/sign.js";
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "sign");
 export const TEST_KEY = join(FIXTURES, "rfc8032-test1.key");

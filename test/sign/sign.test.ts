@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { run } from "../../src/adapters/exec.js";
 import { BugError, UserError } from "../../src/errors.js";
 import { canonicalJson, MANIFEST_FILE, Artifact } from "../../src/pipeline/manifest.js";
-import { signOutput, SIGN_FILES, PROVENANCE_FILE, SIGNATURE_FILE, PUBLIC_KEY_FILE } from "../../src/stages/sign.js";
+import { signOutput, SIGN_FILES, PROVENANCE_FILE, SIGNATURE_FILE, PUBLIC_KEY_FILE } from "../../src/stages/release/sign.js";
 import { decodeSha256Sums, SHA256SUMS_FILE } from "../../src/formats/sha256sums.js";
 import { envelopeFromJson, INTOTO_PAYLOAD_TYPE, pae } from "../../src/formats/dsse.js";
 import { keyId } from "../../src/formats/signature.js";

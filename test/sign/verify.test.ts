@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { run } from "../../src/adapters/exec.js";
 import { UserError } from "../../src/errors.js";
 import { canonicalJson, MANIFEST_FILE } from "../../src/pipeline/manifest.js";
-import { signOutput, PROVENANCE_FILE, PUBLIC_KEY_FILE, SIGNATURE_FILE } from "../../src/stages/sign.js";
+import { signOutput, PROVENANCE_FILE, PUBLIC_KEY_FILE, SIGNATURE_FILE } from "../../src/stages/release/sign.js";
 import { SHA256SUMS_FILE } from "../../src/formats/sha256sums.js";
 import { verifyOutput, type VerifyResult } from "../../src/services/verify.js";
 import { generateKeys } from "../../src/services/keys.js";

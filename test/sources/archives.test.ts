@@ -5,8 +5,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { UserError } from "../../src/errors.js";
-import { applyDockerArchive } from "../../src/stages/sources/docker.js";
-import { applyOciArchive } from "../../src/stages/sources/oci.js";
+import { applyDockerArchive } from "../../src/stages/rootfs/sources/docker-archive.js";
+import { applyOciArchive } from "../../src/stages/rootfs/sources/oci-archive.js";
 import {
   dockerSaveClassic,
   dockerSaveOci,

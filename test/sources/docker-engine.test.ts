@@ -21,10 +21,10 @@ import {
   type DockerEngine,
 } from "../../src/adapters/docker.js";
 import { UserError } from "../../src/errors.js";
-import { applyDockerArchive } from "../../src/stages/sources/docker.js";
-import { exportImage } from "../../src/stages/sources/docker-image.js";
-import { applyOciArchive } from "../../src/stages/sources/oci.js";
-import { applyLayerTar } from "../../src/stages/sources/tar-apply.js";
+import { applyDockerArchive } from "../../src/stages/rootfs/sources/docker-archive.js";
+import { exportImage } from "../../src/stages/rootfs/sources/docker.js";
+import { applyOciArchive } from "../../src/stages/rootfs/sources/oci-archive.js";
+import { applyLayerTar } from "../../src/stages/rootfs/sources/tar-apply.js";
 import { dockerSaveClassic, makeTar, type TEntry } from "../fixtures/oci/build.js";
 import { testDockerHost } from "../helpers/dockerd.js";
 import { comparable, snapshot } from "./tree.js";

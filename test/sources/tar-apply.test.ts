@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { Readable } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { UserError } from "../../src/errors.js";
-import { applyLayerTar } from "../../src/stages/sources/tar-apply.js";
+import { applyLayerTar } from "../../src/stages/rootfs/sources/tar-apply.js";
 import { compress, DEFAULT_MTIME, makeTar, type TEntry } from "../fixtures/oci/build.js";
 import { comparable, snapshot, xattrs } from "./tree.js";
 

@@ -2,8 +2,8 @@ import { copyFile, mkdir, mkdtemp, readlink, lstat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { appletTarget, installBusyboxApplets } from "../../src/stages/busybox.js";
-import { auditPackageManagers } from "../../src/stages/sanitize.js";
+import { appletTarget, installBusyboxApplets } from "../../src/stages/rootfs/busybox.js";
+import { auditPackageManagers } from "../../src/stages/rootfs/sanitize.js";
 
 describe("busybox applets", () => {
   it("maps listed applets into the merged /usr", () => {

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
 import { parseSpec } from "../../src/config/spec.js";
-import { applyFiles, applyUsers, enableUnits, parseInstall, stampOsRelease } from "../../src/stages/customize.js";
+import { applyFiles, applyUsers, enableUnits, parseInstall, stampOsRelease } from "../../src/stages/rootfs/customize.js";
 
 let dir: string;
 let root: string;

@@ -3,7 +3,7 @@ import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { sha256Files } from "../../src/stages/hash.js";
+import { sha256Files } from "../../src/util/hash.js";
 
 describe("sha256Files", () => {
   it("matches sha256sum for several files, in order, hashed in parallel", async () => {

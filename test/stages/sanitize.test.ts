@@ -10,8 +10,8 @@ import {
   moveToFactory,
   removePackageManagers,
   resolveEtcLinks,
-} from "../../src/stages/sanitize.js";
-import { resolveInRoot, imageRel } from "../../src/stages/tree.js";
+} from "../../src/stages/rootfs/sanitize.js";
+import { resolveInRoot, imageRel } from "../../src/stages/rootfs/tree.js";
 
 let root: string;
 
@@ -129,7 +129,7 @@ describe("sanitize", () => {
 
 describe("machine state", () => {
   it("removes SSH host keys, machine ids, seeds and logs, and leaves an empty machine-id", async () => {
-    const { removeMachineState } = await import("../../src/stages/sanitize.js");
+    const { removeMachineState } = await import("../../src/stages/rootfs/sanitize.js");
     await put("etc/ssh/ssh_host_ed25519_key", "secret");
     await put("etc/ssh/ssh_host_ed25519_key.pub", "pub");
     await put("etc/ssh/sshd_config", "Port 22\n");

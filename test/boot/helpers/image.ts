@@ -10,11 +10,11 @@ import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, existsSync, openSync, writeSync, closeSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { installKernel } from "../../../src/stages/kernel.js";
-import { buildInitramfs } from "../../../src/stages/initramfs.js";
-import { buildEsp, slotCmdline } from "../../../src/stages/uki.js";
-import { installGuestChecks } from "../../../src/stages/guest-checks.js";
-import type { Microarch, CorruptionPolicy } from "../../../src/stages/initramfs-init.js";
+import { installKernel } from "../../../src/stages/rootfs/kernel.js";
+import { buildInitramfs } from "../../../src/stages/boot/initramfs.js";
+import { buildEsp, slotCmdline } from "../../../src/stages/boot/esp.js";
+import { installGuestChecks } from "../../../src/stages/rootfs/guest-checks.js";
+import type { Microarch, CorruptionPolicy } from "../../../src/stages/boot/init-script.js";
 import { canonicalJson, MANIFEST_SCHEMA_VERSION, type Manifest } from "../../../src/pipeline/manifest.js";
 
 export const REPO = new URL("../../../", import.meta.url).pathname;

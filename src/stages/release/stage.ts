@@ -1,0 +1,127 @@
+/**
+ * The release stage: the output folder's content. It gathers the artifacts
+ * of the earlier stages (the /usr image and the SBOM from their cache
+ * entries, kernel, initramfs and disks from their work folders), writes the
+ * update payload and manifest.json (every artifact's size and sha256, the
+ * resolved inputs, tool versions, the disk layout) and, when a key is given,
+ * SHA256SUMS, its signature and the signed provenance.
+ */
+import { copyFile, rename, stat, writeFile, constants as fsConstants } from "node:fs/promises";
+import { basename, join, relative } from "node:path";
+import { checkoutTop } from "../../adapters/git.js";
+import { canonicalJson } from "../../formats/canonical-json.js";
+import { MANIFEST_FILE, parseManifest, type Artifact, type Manifest } from "../../pipeline/manifest.js";
+import type { BuildContext, Stage, StageResult } from "../../pipeline/stage.js";
+import { sha256Files } from "../../util/hash.js";
+import type { BootOut } from "../boot/stage.js";
+import type { DiskOut } from "../disk/stage.js";
+import { ROOTFS_SBOM, type RootfsMeta } from "../rootfs/stage.js";
+import { USR_IMAGE, type UsrMeta } from "../usr/stage.js";
+import { payloadName, writeUpdatePayload } from "./payload.js";
+import { signOutput } from "./sign.js";
+
+/** Debian packages whose tools shape the outputs: their versions go into the manifest and provenance. */
+export const TOOL_PACKAGES_RECORDED = [
+  "binutils", "busybox-static", "cryptsetup-bin", "dosfstools", "dpkg", "e2fsprogs", "erofs-utils", "kmod",
+  "mmdebstrap", "mtools", "qemu-utils", "squashfs-tools", "systemd-boot-efi", "util-linux",
+] as const;
+
+export interface ReleaseOut {
+  manifest: Manifest;
+  /** Files the sign stage added (empty when unsigned). */
+  signatures: Artifact[];
+}
+
+type ReleaseInput = {
+  rootfs: StageResult<RootfsMeta>;
+  usr: StageResult<UsrMeta>;
+  boot: StageResult<BootOut>;
+  disk: StageResult<DiskOut>;
+};
+
+export const releaseStage: Stage<ReleaseOut, ReleaseInput> = {
+  name: "release",
+  requires: () => [],
+  detail: (ctx) => (ctx.signKey ? `signed with ${relative(process.cwd(), ctx.signKey) || ctx.signKey}` : "unsigned"),
+  async run(ctx, input) {
+    const manifest = await writeManifest(ctx, input);
+    const signatures = ctx.signKey ? await sign(ctx, manifest, ctx.signKey) : [];
+    return { manifest, signatures };
+  },
+  note: (r) => `${r.manifest.artifacts.length} artifacts${r.signatures.length ? `, signed: ${r.signatures.map((a) => a.path).join(", ")}` : ""}`,
+};
+
+/** Copy, using a reflink where the file system can (cache entries stay intact). */
+async function cloneFile(src: string, dest: string): Promise<void> {
+  await copyFile(src, dest, fsConstants.COPYFILE_FICLONE);
+}
+
+async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: ReleaseInput): Promise<Manifest> {
+  const { spec, stagingDir: staging } = ctx;
+  const meta = rootfs.value;
+  await cloneFile(join(usr.dir, USR_IMAGE), join(staging, USR_IMAGE));
+  await rename(boot.value.vmlinuz, join(staging, "vmlinuz"));
+  await rename(boot.value.initramfs, join(staging, "initramfs.img"));
+  for (const f of disk.value.files) await rename(f.path, join(staging, basename(f.path)));
+  await cloneFile(join(rootfs.dir, ROOTFS_SBOM), join(staging, "sbom.spdx.json"));
+  const usrBytes = (await stat(join(staging, USR_IMAGE))).size;
+  const payload = payloadName(spec);
+  await writeUpdatePayload(join(staging, payload), spec, usr.value, join(staging, USR_IMAGE), usrBytes);
+
+  const listed: { path: string; kind: Artifact["kind"] }[] = [
+    { path: payload, kind: "update-payload" },
+    { path: "vmlinuz", kind: "kernel" },
+    { path: "initramfs.img", kind: "initramfs" },
+    ...disk.value.files.map((f) => ({ path: basename(f.path), kind: f.kind })),
+    { path: "sbom.spdx.json", kind: "sbom" },
+  ];
+  const digests = await sha256Files(listed.map((a) => join(staging, a.path)));
+  const artifacts: Artifact[] = [{ path: USR_IMAGE, kind: "usr-image", size: usrBytes, sha256: usr.value.imageSha256 }];
+  for (const [i, a] of listed.entries()) artifacts.push({ ...a, size: (await stat(join(staging, a.path))).size, sha256: digests[i]! });
+  artifacts.sort((a, b) => a.path.localeCompare(b.path));
+  const recorded: Record<string, string> = {};
+  for (const p of TOOL_PACKAGES_RECORDED) if (ctx.hostTools[p]) recorded[p] = ctx.hostTools[p]!;
+  const m: Manifest = parseManifest({
+    schemaVersion: 1,
+    name: spec.name,
+    version: spec.version,
+    arch: spec.arch,
+    microarch: spec.microarch,
+    sourceDateEpoch: ctx.epoch,
+    specDigest: spec.specDigest,
+    usr: { filesystem: spec.usr.filesystem, size: usr.value.size, uuid: usr.value.fsUuid },
+    verity: usr.value.verity,
+    artifacts,
+    inputs: { packages: meta.packages, images: meta.images, archives: meta.archives },
+    tools: { ...recorded, ...meta.tools, acl: ctx.aclVersion },
+    setuid: meta.setuid,
+    isa: meta.isa,
+    kernel: { package: meta.kernel.pkg, version: meta.kernel.version, release: meta.kernel.release, cmdline: boot.value.cmdline },
+    disk: disk.value.disk,
+    aks: spec.aks
+      ? { osSku: spec.aks.os_sku, nodeImageVersion: spec.aks.node_image_version, minKubernetesVersion: spec.aks.min_kubernetes_version }
+      : undefined,
+  });
+  await writeFile(join(staging, MANIFEST_FILE), canonicalJson(m));
+  return m;
+}
+
+async function sign(ctx: BuildContext, manifest: Manifest, key: string): Promise<Artifact[]> {
+  const { spec } = ctx;
+  const top = await checkoutTop(spec.specDir);
+  const startedOn = new Date(ctx.epoch * 1000).toISOString();
+  return signOutput({
+    stagingDir: ctx.stagingDir,
+    manifest,
+    privateKeyPath: key,
+    provenance: {
+      builderId: `https://github.com/acl-project/acl/builder@v${ctx.aclVersion}`,
+      specPath: top ? relative(top, spec.specPath) : basename(spec.specPath),
+      specDigest: spec.specDigest,
+      inputs: manifest.inputs,
+      tools: manifest.tools,
+      startedOn,
+      finishedOn: startedOn,
+    },
+  });
+}

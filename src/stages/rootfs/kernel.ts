@@ -1,0 +1,139 @@
+/**
+ * Kernel stage: take a Debian kernel package (default the linux-image-cloud-amd64
+ * metapackage, resolved to the real linux-image-<release>-cloud-amd64), download
+ * it once into a cache, unpack it with dpkg-deb, ship its modules in
+ * <root>/usr/lib/modules/<release> and run depmod (the .deb carries no
+ * modules.dep: its postinst would make it).
+ */
+import { cp, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { run, tools } from "../../adapters/exec.js";
+import { UserError } from "../../errors.js";
+import type { Reporter } from "../../output/reporter.js";
+import { exists } from "../../util/fs.js";
+
+export const DEFAULT_KERNEL_PACKAGE = "linux-image-cloud-amd64";
+
+export interface InstallKernelOptions {
+  rootDir: string;
+  /** Debian package: a linux-image metapackage or a versioned linux-image-<release>-<flavour>. */
+  pkg?: string;
+  /** Kept between builds: downloaded .debs and their unpacked trees. */
+  cacheDir: string;
+  reporter?: Reporter;
+}
+
+export interface InstalledKernel {
+  /** Kernel release (`uname -r`), e.g. 6.1.0-56-cloud-amd64. */
+  release: string;
+  /** Debian package version, e.g. 6.1.192-2. */
+  version: string;
+  /** The real (versioned) package that was installed. */
+  pkg: string;
+  /** Path of the kernel image inside the cache. */
+  vmlinuz: string;
+}
+
+/** What resolving, downloading, unpacking and depmod need. */
+export const KERNEL_TOOLS = tools("apt-get", "apt-cache", "dpkg-deb", "depmod");
+
+async function showField(pkg: string, field: string): Promise<string | undefined> {
+  const r = await run(["apt-cache", "show", "--no-all-versions", pkg], { okCodes: [0, 100] });
+  const m = new RegExp(`^${field}: (.*)$`, "m").exec(r.stdout);
+  return m?.[1]?.trim();
+}
+
+/** Follow a metapackage's Depends to the package that carries /boot/vmlinuz-*. */
+export async function resolveKernelPackage(pkg: string): Promise<{ name: string; version: string }> {
+  const version = await showField(pkg, "Version");
+  if (!version) {
+    throw new UserError(`kernel package '${pkg}' is not known to apt`, {
+      hint: "check the spec's kernel package name (default linux-image-cloud-amd64) and run `apt-get update`",
+    });
+  }
+  if (/^linux-image-\d/.test(pkg)) return { name: pkg, version };
+  const deps = await run(["apt-cache", "depends", "--no-recommends", "--no-suggests", pkg]);
+  const real = /Depends: (linux-image-\d[^\s]*)/.exec(deps.stdout)?.[1];
+  if (!real) {
+    throw new UserError(`'${pkg}' does not depend on a versioned linux-image-<release> package`, {
+      hint: "name a Debian kernel package such as linux-image-cloud-amd64 or linux-image-6.1.0-56-cloud-amd64",
+    });
+  }
+  return resolveKernelPackage(real);
+}
+
+/** apt's file name for a package version (the epoch colon is escaped as %3a). */
+function debFileName(name: string, version: string): string {
+  return `${name}_${version.replace(/:/g, "%3a")}_amd64.deb`;
+}
+
+export async function installKernel(opts: InstallKernelOptions): Promise<InstalledKernel> {
+  const pkgName = opts.pkg ?? DEFAULT_KERNEL_PACKAGE;
+  const st = opts.reporter?.stage("kernel", pkgName);
+  const { name, version } = await resolveKernelPackage(pkgName);
+  const debDir = join(opts.cacheDir, "debs");
+  await mkdir(debDir, { recursive: true });
+  const deb = join(debDir, debFileName(name, version));
+  let downloaded = false;
+  if (!(await exists(deb))) {
+    const tmp = await mkdtemp(join(debDir, ".dl-"));
+    try {
+      await run(["apt-get", "download", "-o", "APT::Sandbox::User=root", `${name}=${version}`], {
+        cwd: tmp,
+        hint: "the kernel is downloaded from the Debian archive apt is configured with; check `apt-get update`",
+      });
+      const got = (await readdir(tmp)).filter((f) => f.endsWith(".deb"));
+      if (got.length !== 1) throw new UserError(`apt-get download ${name} left ${got.length} .deb files in ${tmp}`);
+      await rename(join(tmp, got[0]!), deb);
+      downloaded = true;
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+  // Unpack once per package version; a marker file says the tree is complete.
+  const tree = join(opts.cacheDir, "unpacked", `${name}_${version}`);
+  if (!(await exists(join(tree, ".acl-complete")))) {
+    await rm(tree, { recursive: true, force: true });
+    await mkdir(tree, { recursive: true });
+    await run(["dpkg-deb", "-x", deb, tree]);
+    await writeFile(join(tree, ".acl-complete"), `${name} ${version}\n`);
+  }
+  // Debian 12 ships modules in /lib/modules; later releases in /usr/lib/modules.
+  let modBase = join(tree, "usr/lib/modules");
+  if (!(await exists(modBase))) modBase = join(tree, "lib/modules");
+  const releases = (await readdir(modBase)).sort();
+  if (releases.length !== 1) throw new UserError(`${deb}: expected one kernel release under lib/modules, found ${releases.join(", ") || "none"}`);
+  const release = releases[0]!;
+  const vmlinuz = join(tree, "boot", `vmlinuz-${release}`);
+  if (!(await exists(vmlinuz))) throw new UserError(`${deb}: no /boot/vmlinuz-${release} in the package`, { hint: "use a linux-image package, not headers or a metapackage" });
+
+  const dest = join(opts.rootDir, "usr/lib/modules", release);
+  await rm(dest, { recursive: true, force: true });
+  await mkdir(join(opts.rootDir, "usr/lib/modules"), { recursive: true });
+  await cp(join(modBase, release), dest, { recursive: true, verbatimSymlinks: true });
+  // the build and source links point at headers that are not installed
+  for (const l of ["build", "source"]) await rm(join(dest, l), { force: true });
+  await depmod(opts.rootDir, release);
+  st?.end({ cached: !downloaded, note: `${name} ${version}, release ${release}` });
+  return { release, version, pkg: name, vmlinuz };
+}
+
+/**
+ * Run depmod for <root>/usr/lib/modules/<release>. depmod -b looks in
+ * <base>/lib/modules, which on a tree without the merged-/usr /lib symlink
+ * does not exist; a scratch base with a link into the tree covers both.
+ */
+export async function depmod(rootDir: string, release: string): Promise<void> {
+  const modDir = join(rootDir, "usr/lib/modules", release);
+  await stat(modDir);
+  const base = await mkdtemp(join(tmpdir(), "acl-depmod-"));
+  try {
+    await mkdir(join(base, "lib/modules"), { recursive: true });
+    await symlink(modDir, join(base, "lib/modules", release));
+    await run(["depmod", "-b", base, release], { hint: "depmod comes from the kmod package" });
+  } finally {
+    await rm(base, { recursive: true, force: true });
+  }
+  if (!(await exists(join(modDir, "modules.dep")))) throw new UserError(`depmod wrote no modules.dep in ${modDir}`);
+}

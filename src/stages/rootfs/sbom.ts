@@ -1,0 +1,211 @@
+/**
+ * SPDX 2.3 JSON SBOM from the package database, recorded before sanitize
+ * removes it: packages (name, version, declared license where the copyright
+ * file is machine readable, purl) and their files with SHA1/SHA256.
+ */
+import { createHash } from "node:crypto";
+import { lstat, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { run, tools } from "../../adapters/exec.js";
+import type { DebPackage } from "./sources/source.js";
+import { resolveInRoot } from "./tree.js";
+
+/** Listing the files of an extracted .deb. */
+export const SBOM_TOOLS = tools("sh", "awk", "dpkg-deb");
+
+export interface SbomInput {
+  root: string;
+  name: string;
+  version: string;
+  specDigest: string;
+  sourceDateEpoch: number;
+  toolVersion: string;
+  packages: readonly DebPackage[];
+  /** Container images and archives that contributed content. */
+  images: readonly { ref: string; digest: string }[];
+}
+
+interface SpdxFile {
+  fileName: string;
+  SPDXID: string;
+  checksums: { algorithm: "SHA1" | "SHA256"; checksumValue: string }[];
+  licenseConcluded: "NOASSERTION";
+  copyrightText: "NOASSERTION";
+}
+
+const spdxId = (s: string) => s.replace(/[^A-Za-z0-9.-]/g, "-");
+
+/** Files a package owns, as image paths. */
+async function packageFiles(root: string, p: DebPackage): Promise<string[]> {
+  if (p.deb) {
+    const list = await run(["sh", "-c", 'dpkg-deb -c "$1" | awk \'{ $1=$2=$3=$4=$5=""; sub(/^ +/, ""); sub(/ -> .*$/, ""); print }\'', "sh", p.deb]);
+    return list.stdout.split("\n").map((l) => l.replace(/^\.\//, "/").replace(/\/$/, "")).filter((l) => l && l !== "/");
+  }
+  for (const name of [`${p.name}:${p.arch}.list`, `${p.name}.list`]) {
+    try {
+      const text = await readFile(join(root, "var/lib/dpkg/info", name), "utf8");
+      return text.split("\n").filter((l) => l && l !== "/." && l !== "/");
+    } catch {
+      /* try the next name */
+    }
+  }
+  return [];
+}
+
+/** Licenses named in a DEP-5 copyright file (`License:` fields), sorted and unique. */
+export function licensesFromCopyright(text: string): string[] {
+  if (!/^Format:\s*\S*copyright-format/m.test(text)) return [];
+  const set = new Set<string>();
+  for (const m of text.matchAll(/^License:\s*(.+)$/gm)) {
+    const v = m[1]!.trim();
+    if (v) set.add(v);
+  }
+  return [...set].sort();
+}
+
+/** Map Debian short names to SPDX identifiers where they differ; unknown names become LicenseRef-. */
+export function toSpdxExpression(licenses: readonly string[]): string {
+  if (licenses.length === 0) return "NOASSERTION";
+  const map: Record<string, string> = {
+    "GPL-2": "GPL-2.0-only", "GPL-2+": "GPL-2.0-or-later", "GPL-3": "GPL-3.0-only", "GPL-3+": "GPL-3.0-or-later",
+    "LGPL-2": "LGPL-2.0-only", "LGPL-2+": "LGPL-2.0-or-later", "LGPL-2.1": "LGPL-2.1-only", "LGPL-2.1+": "LGPL-2.1-or-later",
+    "LGPL-3": "LGPL-3.0-only", "LGPL-3+": "LGPL-3.0-or-later", "Apache-2.0": "Apache-2.0", "Expat": "MIT", "MIT": "MIT",
+    "BSD-2-clause": "BSD-2-Clause", "BSD-3-clause": "BSD-3-Clause", "BSD-4-clause": "BSD-4-Clause", "ISC": "ISC",
+    "Zlib": "Zlib", "public-domain": "LicenseRef-public-domain", "MPL-2.0": "MPL-2.0", "Artistic": "Artistic-1.0",
+  };
+  const ids = new Set<string>();
+  for (const l of licenses) {
+    for (const part of l.split(/\s+(?:or|and)\s+|\s*[|,]\s*/i)) {
+      const t = part.trim();
+      if (!t) continue;
+      ids.add(map[t] ?? `LicenseRef-${spdxId(t)}`);
+    }
+  }
+  return [...ids].sort().join(" AND ");
+}
+
+export async function buildSbom(input: SbomInput): Promise<{ json: string; packages: number; files: number }> {
+  const { root } = input;
+  const files: SpdxFile[] = [];
+  const packages: Record<string, unknown>[] = [];
+  const relationships: { spdxElementId: string; relationshipType: string; relatedSpdxElement: string }[] = [];
+  const seenFiles = new Map<string, string>();
+  const docId = "SPDXRef-DOCUMENT";
+  const imageId = `SPDXRef-Image-${spdxId(input.name)}`;
+  packages.push({
+    SPDXID: imageId,
+    name: input.name,
+    versionInfo: input.version,
+    downloadLocation: "NOASSERTION",
+    filesAnalyzed: false,
+    licenseConcluded: "NOASSERTION",
+    licenseDeclared: "NOASSERTION",
+    copyrightText: "NOASSERTION",
+    primaryPackagePurpose: "OPERATING-SYSTEM",
+  });
+  relationships.push({ spdxElementId: docId, relationshipType: "DESCRIBES", relatedSpdxElement: imageId });
+
+  const sorted = [...input.packages].sort((a, b) => a.name.localeCompare(b.name) || a.arch.localeCompare(b.arch));
+  for (const p of sorted) {
+    const pid = `SPDXRef-Package-deb-${spdxId(p.name)}-${spdxId(p.arch)}`;
+    let licenses: string[] = [];
+    try {
+      const real = await resolveInRoot(root, `usr/share/doc/${p.name}/copyright`);
+      licenses = licensesFromCopyright(await readFile(join(root, real), "utf8"));
+    } catch {
+      licenses = [];
+    }
+    const fileIds: string[] = [];
+    const sha1s: string[] = [];
+    for (const path of (await packageFiles(root, p)).sort()) {
+      const rel = await resolveInRoot(root, path.replace(/^\/+/, ""), false);
+      let st;
+      try {
+        st = await lstat(join(root, rel));
+      } catch {
+        continue;
+      }
+      if (!st.isFile()) continue;
+      let fid = seenFiles.get(rel);
+      if (!fid) {
+        const data = await readFile(join(root, rel));
+        const sha1 = createHash("sha1").update(data).digest("hex");
+        const sha256 = createHash("sha256").update(data).digest("hex");
+        fid = `SPDXRef-File-${createHash("sha256").update(rel).digest("hex").slice(0, 16)}`;
+        seenFiles.set(rel, fid);
+        files.push({
+          fileName: "./" + rel,
+          SPDXID: fid,
+          checksums: [
+            { algorithm: "SHA1", checksumValue: sha1 },
+            { algorithm: "SHA256", checksumValue: sha256 },
+          ],
+          licenseConcluded: "NOASSERTION",
+          copyrightText: "NOASSERTION",
+        });
+        sha1s.push(sha1);
+      } else {
+        const f = files.find((x) => x.SPDXID === fid)!;
+        sha1s.push(f.checksums[0]!.checksumValue);
+      }
+      fileIds.push(fid);
+    }
+    const pkg: Record<string, unknown> = {
+      SPDXID: pid,
+      name: p.name,
+      versionInfo: p.version,
+      supplier: p.fields.Maintainer ? `Organization: ${p.fields.Maintainer.replace(/\s*<.*$/, "")}` : "NOASSERTION",
+      downloadLocation: "NOASSERTION",
+      filesAnalyzed: fileIds.length > 0,
+      licenseConcluded: "NOASSERTION",
+      licenseDeclared: toSpdxExpression(licenses),
+      copyrightText: "NOASSERTION",
+      externalRefs: [
+        {
+          referenceCategory: "PACKAGE-MANAGER",
+          referenceType: "purl",
+          referenceLocator: `pkg:deb/debian/${encodeURIComponent(p.name)}@${encodeURIComponent(p.version)}?arch=${p.arch}`,
+        },
+      ],
+    };
+    if (fileIds.length) {
+      pkg.packageVerificationCode = {
+        packageVerificationCodeValue: createHash("sha1").update([...sha1s].sort().join("")).digest("hex"),
+      };
+      pkg.hasFiles = fileIds;
+    }
+    packages.push(pkg);
+    relationships.push({ spdxElementId: imageId, relationshipType: "CONTAINS", relatedSpdxElement: pid });
+  }
+  for (const img of [...input.images].sort((a, b) => a.ref.localeCompare(b.ref))) {
+    const pid = `SPDXRef-Container-${createHash("sha256").update(img.ref + img.digest).digest("hex").slice(0, 16)}`;
+    packages.push({
+      SPDXID: pid,
+      name: img.ref,
+      versionInfo: img.digest,
+      downloadLocation: "NOASSERTION",
+      filesAnalyzed: false,
+      licenseConcluded: "NOASSERTION",
+      licenseDeclared: "NOASSERTION",
+      copyrightText: "NOASSERTION",
+      checksums: /^sha256:[0-9a-f]{64}$/.test(img.digest) ? [{ algorithm: "SHA256", checksumValue: img.digest.slice(7) }] : undefined,
+      primaryPackagePurpose: "CONTAINER",
+    });
+    relationships.push({ spdxElementId: imageId, relationshipType: "CONTAINS", relatedSpdxElement: pid });
+  }
+  const doc = {
+    spdxVersion: "SPDX-2.3",
+    dataLicense: "CC0-1.0",
+    SPDXID: docId,
+    name: `${input.name}-${input.version}`,
+    documentNamespace: `https://acl.invalid/spdx/${encodeURIComponent(input.name)}/${encodeURIComponent(input.version)}/${input.specDigest}`,
+    creationInfo: {
+      created: new Date(input.sourceDateEpoch * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+      creators: [`Tool: acl-${input.toolVersion}`],
+    },
+    packages,
+    files,
+    relationships,
+  };
+  return { json: JSON.stringify(doc, null, 1) + "\n", packages: packages.length - 1, files: files.length };
+}

@@ -1,0 +1,171 @@
+/**
+ * The rootfs stage (cached by content): apply the content sources in order,
+ * the kernel's modules, the guest checks and the spec's files, users and
+ * units; then record the SBOM, sanitize (merged /usr, no package manager,
+ * setuid policy, ISA audit) and keep only /usr (with /etc etc. in the
+ * factory). The entry holds tree/, vmlinuz and sbom.spdx.json.
+ */
+import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { resolveSpecPath, type ImageSpec } from "../../config/spec.js";
+import type { Manifest } from "../../pipeline/manifest.js";
+import type { BuildContext, Stage, StageIO } from "../../pipeline/stage.js";
+import { walk } from "../../util/fs.js";
+import { sha256Hex } from "../../util/hash.js";
+import { installBusyboxApplets } from "./busybox.js";
+import { applyFiles, applyUsers, enableUnits, stampOsRelease } from "./customize.js";
+import { installGuestChecks } from "./guest-checks.js";
+import { assertIsaWithin, auditIsa } from "./isa-audit.js";
+import { installKernel, KERNEL_TOOLS, resolveKernelPackage } from "./kernel.js";
+import {
+  auditPackageManagers,
+  checkSetuid,
+  listSetuid,
+  mergeUsr,
+  moveToFactory,
+  removeMachineState,
+  removePackageManagers,
+  resolveEtcLinks,
+} from "./sanitize.js";
+import { buildSbom, SBOM_TOOLS } from "./sbom.js";
+import { readDpkgStatus } from "./sources/debian.js";
+import { sourceType } from "./sources/index.js";
+import type { DebPackage, SourceContext } from "./sources/source.js";
+
+export interface RootfsMeta {
+  packages: { name: string; version: string; arch: string }[];
+  images: { ref: string; digest: string }[];
+  archives: { path: string; sha256: string }[];
+  tools: Record<string, string>;
+  setuid: string[];
+  isa: NonNullable<Manifest["isa"]>;
+  kernel: { pkg: string; version: string; release: string };
+  fileCount: number;
+  removed: string[];
+  etcLinks: string[];
+  factory: string[];
+}
+
+/** Inside the cache entry. */
+export const ROOTFS_TREE = "tree";
+export const ROOTFS_VMLINUZ = "vmlinuz";
+export const ROOTFS_SBOM = "sbom.spdx.json";
+
+export const rootfsStage: Stage<RootfsMeta> = {
+  name: "rootfs",
+  requires: (spec) => [
+    ...spec.sources.flatMap((s) => sourceType(s).requires(s)),
+    ...KERNEL_TOOLS,
+    ...SBOM_TOOLS,
+  ],
+  detail: (ctx) => `${ctx.spec.sources.length} source(s)`,
+  cacheInputs: (ctx) => rootfsInputs(ctx.spec, ctx.epoch),
+  run: fillRootfs,
+  note: (m) => `${m.packages.length} packages, ${m.fileCount} files`,
+};
+
+/** What goes into the rootfs stage id: everything in and around the spec that can change the tree. */
+async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number): Promise<Record<string, unknown>> {
+  const sources: unknown[] = [];
+  for (const [i, s] of spec.sources.entries()) sources.push(await sourceType(s).cacheInput(s, { spec, key: `sources[${i}]` }));
+  const files = [];
+  for (const f of spec.files) {
+    const data = f.content !== undefined ? Buffer.from(f.content) : await readFile(resolveSpecPath(spec.specDir, f.source!));
+    files.push({ ...f, source: undefined, content: sha256Hex(data) });
+  }
+  return {
+    sources,
+    files,
+    users: spec.users,
+    groups: spec.groups,
+    systemd: spec.systemd,
+    kernel: await resolveKernelPackage(spec.kernel.package),
+    init: spec.init,
+    microarch: spec.microarch,
+    policy: spec.policy,
+    name: spec.name,
+    version: spec.version,
+    sourceDateEpoch: epoch,
+  };
+}
+
+async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promise<RootfsMeta> {
+  const { spec, reporter: r } = ctx;
+  const root = join(io.dir, ROOTFS_TREE);
+  await mkdir(root);
+  const work = join(io.dir, "work");
+  await mkdir(work);
+  const packages: DebPackage[] = [];
+  const images: { ref: string; digest: string }[] = [];
+  const archives: { path: string; sha256: string }[] = [];
+  const toolsUsed: Record<string, string> = {};
+  const steps = spec.sources.length + 3;
+
+  for (const [i, s] of spec.sources.entries()) {
+    const type = sourceType(s);
+    r.info(`source ${i + 1}/${spec.sources.length}: ${type.describe(s)}`);
+    const sctx: SourceContext = { spec, key: `sources[${i}]`, root, workDir: work, downloadDir: join(ctx.cache.root, "debs"), epoch: ctx.epoch, reporter: r };
+    const got = await type.apply(s, sctx);
+    packages.push(...(got.packages ?? []));
+    images.push(...(got.images ?? []));
+    archives.push(...(got.archives ?? []));
+    Object.assign(toolsUsed, got.tools);
+    io.progress.progress(i + 1, steps, "sources");
+  }
+  // dpkg's database may have been written by a later source over an earlier one: re-read it
+  const fromDb = await readDpkgStatus(root);
+  const allPackages = fromDb.length ? [...fromDb, ...packages.filter((p) => p.deb && !fromDb.some((d) => d.name === p.name))] : packages;
+
+  // merged /usr first, so later steps (kernel modules, guest checks, files) see the final layout
+  await mergeUsr(root);
+  const kernel = await installKernel({ rootDir: root, pkg: spec.kernel.package, cacheDir: join(ctx.cache.root, "kernel"), reporter: r });
+  await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
+  if (spec.init === "busybox") await installBusyboxApplets(root);
+  await installGuestChecks(root, spec.init);
+  await applyFiles(root, spec);
+  await applyUsers(root, spec, ctx.epoch);
+  const etcLinksEnabled = await enableUnits(root, spec);
+  await stampOsRelease(root, spec);
+  io.progress.progress(spec.sources.length + 1, steps, "customize");
+
+  // sanitize: merge /usr (again: overlays and files may have added /bin, /lib) and resolve links
+  // into /etc, record the SBOM, then remove package managers
+  await mergeUsr(root);
+  const etcLinks = await resolveEtcLinks(root);
+  const sbom = await buildSbom({
+    root,
+    name: spec.name,
+    version: spec.version,
+    specDigest: spec.specDigest,
+    sourceDateEpoch: ctx.epoch,
+    toolVersion: ctx.aclVersion,
+    packages: allPackages,
+    images,
+  });
+  await writeFile(join(io.dir, ROOTFS_SBOM), sbom.json);
+  const removed = [...(await removePackageManagers(root)), ...(await removeMachineState(root))];
+  await auditPackageManagers(root);
+  const setuid = await listSetuid(root);
+  checkSetuid(setuid, spec.policy.allow_setuid, spec.specPath);
+  const isa = await auditIsa(root, spec.microarch);
+  assertIsaWithin(isa, spec.microarch, { specFile: spec.specPath });
+  const factory = await moveToFactory(root);
+  io.progress.progress(steps, steps, "sanitize");
+  let fileCount = 0;
+  for await (const _ of walk(root)) fileCount++;
+  await rm(work, { recursive: true, force: true });
+
+  return {
+    packages: allPackages.map((p) => ({ name: p.name, version: p.version, arch: p.arch })).sort((a, b) => a.name.localeCompare(b.name)),
+    images,
+    archives,
+    tools: toolsUsed,
+    setuid,
+    isa: { highest: isa.highest, files: isa.files, counts: isa.counts },
+    kernel: { pkg: kernel.pkg, version: kernel.version, release: kernel.release },
+    fileCount,
+    removed,
+    etcLinks: [...etcLinks, ...etcLinksEnabled.map((l) => `enabled ${l}`)],
+    factory,
+  };
+}

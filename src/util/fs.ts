@@ -1,0 +1,36 @@
+/**
+ * File-system helpers every layer shares: existence without following the
+ * last symlink, and the one sorted tree walk (reproducible order: names
+ * sorted by code unit, a folder before its content, symlinks not followed).
+ */
+import type { Stats } from "node:fs";
+import { lstat, readdir } from "node:fs/promises";
+import { join } from "node:path";
+
+/** Whether a path exists (a dangling symlink counts: it is an entry). */
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface WalkEntry {
+  /** POSIX path relative to the walk's root. */
+  rel: string;
+  /** lstat of the entry. */
+  stat: Stats;
+}
+
+/** Sorted, depth-first walk of a tree (not following symlinks). Directories come before their content. */
+export async function* walk(root: string, rel = ""): AsyncGenerator<WalkEntry> {
+  const names = (await readdir(rel ? join(root, rel) : root)).sort();
+  for (const name of names) {
+    const r = rel ? `${rel}/${name}` : name;
+    const st = await lstat(join(root, r));
+    yield { rel: r, stat: st };
+    if (st.isDirectory()) yield* walk(root, r);
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * sha256, the one set of helpers: of bytes, of one file streamed (constant
+ * memory, with progress), of many large files in worker threads (a build's
+ * multi-GB disks hashed on every core), and of a folder's whole content.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { readFile, readlink } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+import { walk } from "./fs.js";
+
+export function sha256Hex(bytes: Uint8Array | string): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+export interface FileDigest {
+  size: number;
+  sha256: string;
+}
+
+const STREAM_CHUNK = 4 * 1024 * 1024;
+
+/** Streaming sha256 and size of one file. */
+export async function sha256File(path: string, onBytes?: (n: number) => void): Promise<FileDigest> {
+  const h = createHash("sha256");
+  let size = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: STREAM_CHUNK })) {
+    const b = chunk as Buffer;
+    h.update(b);
+    size += b.length;
+    onBytes?.(b.length);
+  }
+  return { size, sha256: h.digest("hex") };
+}
+
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { createHash } = require("node:crypto");
+const { createReadStream } = require("node:fs");
+const h = createHash("sha256");
+createReadStream(workerData, { highWaterMark: 1 << 20 })
+  .on("data", (c) => h.update(c))
+  .on("error", (e) => parentPort.postMessage({ error: e.message }))
+  .on("end", () => parentPort.postMessage({ digest: h.digest("hex") }));
+`;
+
+function hashInWorker(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: path });
+    w.once("message", (m: { digest?: string; error?: string }) => {
+      void w.terminate();
+      if (m.digest) resolve(m.digest);
+      else reject(new Error(`cannot hash ${path}: ${m.error}`));
+    });
+    w.once("error", reject);
+  });
+}
+
+/** sha256 (hex) of each path, in the order given, a few files at a time in worker threads. */
+export async function sha256Files(paths: readonly string[], parallel = Math.max(1, Math.min(4, availableParallelism()))): Promise<string[]> {
+  const out: string[] = new Array(paths.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < paths.length) {
+      const i = next++;
+      out[i] = await hashInWorker(paths[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(parallel, paths.length) }, lane));
+  return out;
+}
+
+/** Digest of a folder's content: paths, types, modes, owners, link targets and file bytes, in sorted order. */
+export async function treeDigest(dir: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const e of walk(dir)) {
+    const st = e.stat;
+    h.update(`${e.rel}\0${st.mode}\0${st.uid}\0${st.gid}\0`);
+    if (st.isSymbolicLink()) h.update(await readlink(join(dir, e.rel)));
+    else if (st.isFile()) h.update(await readFile(join(dir, e.rel)));
+    h.update("\n");
+  }
+  return h.digest("hex");
+}
