@@ -3,6 +3,7 @@ import { AclCommand } from "../../lib/base-command.js";
 import { aksPlan, type AksPlanResult } from "../../services/aks/plan-service.js";
 
 export default class AksPlanCommand extends AclCommand<AksPlanResult> {
+  static override summary = "Plan moving AKS node pools to a built image";
   static override description =
     "Plan moving an AKS cluster's Linux node pools to a built image: strategy per pool, waves, surge and time, PUT bodies, rollout.sh and rollback.sh";
 

@@ -3,6 +3,7 @@ import { AclCommand } from "../../lib/base-command.js";
 import { generateKeys, KEY_TYPES, type GenerateKeysResult, type KeyType } from "../../services/keys.js";
 
 export default class KeysGenerate extends AclCommand<GenerateKeysResult> {
+  static override summary = "Generate a signing key pair (Ed25519 by default)";
   static override description =
     "Generate a signing key pair: acl-signing.key (PKCS#8 PEM, mode 0600) and acl-signing.pub (SPKI PEM)";
 

@@ -4,7 +4,10 @@ import { renderSpecDocs } from "../../services/spec-docs.js";
 import { writeSpecDocs } from "../../services/spec-check.js";
 
 export default class SpecDocs extends AclCommand<{ path?: string; bytes: number }> {
-  static override summary = "Print (or write) the image spec reference generated from the schema";
+  static override summary = "Print the image spec reference (docs/spec.md)";
+  static override description =
+    "Prints every spec key with its type, default and description, generated from the schema acl validates specs with, as Markdown. With --write it writes the file instead (docs/spec.md is kept in step this way).";
+  static override examples = ["<%= config.bin %> spec docs | less", "<%= config.bin %> spec docs --write docs/spec.md"];
   static override flags = {
     write: Flags.string({ description: "write the reference to this file (e.g. docs/spec.md) instead of stdout" }),
   };
