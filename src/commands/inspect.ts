@@ -1,8 +1,10 @@
 import { Args, Flags } from "@oclif/core";
 import { AclCommand } from "../lib/base-command.js";
 import { inspectDisk, type InspectResult } from "../services/inspect.js";
+import { formatBytes } from "../util/size.js";
 
 export default class Inspect extends AclCommand<InspectResult> {
+  static override summary = "Show a disk image's partitions, A/B slot states and /usr root hashes";
   static override description =
     "Show a disk image's partitions, GUIDs, A/B slot states and the dm-verity root hash of each /usr slot (raw, qcow2 or VHD)";
 
@@ -24,16 +26,7 @@ export default class Inspect extends AclCommand<InspectResult> {
   }
 }
 
-function size(bytes: number): string {
-  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let v = bytes;
-  let i = 0;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${u[i]}`;
-}
+const size = formatBytes;
 
 function render(r: InspectResult): string {
   const lines = [

@@ -4,7 +4,7 @@
  * would pick, and for each /usr slot the filesystem and the dm-verity root
  * hash computed from the tree stored behind it.
  */
-import { mkdtemp, open, rm, type FileHandle } from "node:fs/promises";
+import { mkdtemp, open, rm, stat, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
@@ -20,7 +20,10 @@ import {
   type SectorSize,
   type SlotState,
 } from "../formats/gpt.js";
+import { decodeErofsSuperblock, EROFS_SUPER_OFFSET, EROFS_SUPER_SIZE, isErofsSuperblock } from "../formats/erofs.js";
+import { decodeSquashfsSuperblock, isSquashfsSuperblock, SQUASHFS_SUPER_SIZE } from "../formats/squashfs.js";
 import { decodeVhdFooter, VHD_COOKIE, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "../formats/vhd-footer.js";
+import { MiB, roundUp } from "../util/size.js";
 import { blockDigest, decodeSuperblock, treeLayout, treeOffset, VERITY_SIGNATURE, VERITY_SUPERBLOCK_SIZE } from "../formats/verity.js";
 
 export type DiskFileFormat = "raw" | "qcow2" | "vhd";
@@ -32,8 +35,8 @@ export interface InspectOptions {
 }
 
 export interface UsrSlotContent {
-  /** "erofs", or null when no filesystem superblock was found (an empty slot). */
-  filesystem: "erofs" | null;
+  /** The /usr filesystem, or null when no filesystem superblock was found (an empty slot). */
+  filesystem: "erofs" | "squashfs" | null;
   fsBytes?: number;
   /** Bytes in use: filesystem + verity superblock + tree. */
   usedBytes: number;
@@ -86,11 +89,7 @@ export interface InspectResult {
   vhd?: { diskType: number; currentSize: number; timestamp: number; uniqueId: string; creatorApp: string };
 }
 
-export const EROFS_SUPER_OFFSET = 1024;
-export const EROFS_SUPER_MAGIC = 0xe0f5e1e2;
-const EROFS_BLKSZBITS = 12;
-const EROFS_BLOCKS = 36;
-const HEAD_TAIL_BYTES = 1024 * 1024;
+const HEAD_TAIL_BYTES = MiB;
 const QCOW_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
 
 /** A read-only view of the disk bytes: the first `size` bytes of a file. */
@@ -112,6 +111,13 @@ async function readAt(v: DiskView, offset: number, length: number): Promise<Buff
 }
 
 export async function inspectDisk(opts: InspectOptions): Promise<InspectResult> {
+  const st = await stat(opts.path).catch(() => undefined);
+  if (st && !st.isFile()) {
+    throw new UserError(`${opts.path} is ${st.isDirectory() ? "a folder" : "not a regular file"}, not a disk image`, {
+      file: opts.path,
+      hint: "pass a disk image such as out/minimal/disk.raw (or disk.qcow2, disk.vhd)",
+    });
+  }
   let fh: FileHandle;
   try {
     fh = await open(opts.path, "r");
@@ -203,17 +209,30 @@ async function inspectView(v: DiskView, path: string, format: DiskFileFormat): P
 }
 
 /**
- * A /usr slot: erofs at its start (superblock at byte 1024 gives the size),
- * the verity superblock at the filesystem's end rounded up to 4 KiB (or to
- * 1 MiB), the tree behind it; the root hash is the digest of the top block.
+ * A /usr slot: erofs (superblock at byte 1024) or squashfs (at byte 0) at its
+ * start gives the filesystem size; the verity superblock sits at that size
+ * rounded up to 4 KiB (or to 1 MiB), the tree behind it; the root hash is the
+ * digest of the top block.
  */
 async function readUsrSlot(v: DiskView, offset: number, sizeBytes: number): Promise<UsrSlotContent> {
-  const sb = await readAt(v, offset + EROFS_SUPER_OFFSET, 64);
+  const head = await readAt(v, offset, EROFS_SUPER_OFFSET + EROFS_SUPER_SIZE);
   const pct = (used: number) => Math.round((used / sizeBytes) * 1000) / 10;
-  if (sb.length < 64 || sb.readUInt32LE(0) !== EROFS_SUPER_MAGIC) return { filesystem: null, usedBytes: 0, percent: 0 };
-  const blkszbits = sb[EROFS_BLKSZBITS]!;
-  const fsBytes = Number(BigInt(sb.readUInt32LE(EROFS_BLOCKS)) << BigInt(blkszbits));
-  const candidates = [...new Set([roundUp(fsBytes, 4096), roundUp(fsBytes, 1024 * 1024)])];
+  let filesystem: "erofs" | "squashfs";
+  let fsBytes: number;
+  const erofs = head.subarray(EROFS_SUPER_OFFSET);
+  try {
+    if (erofs.length >= EROFS_SUPER_SIZE && isErofsSuperblock(erofs)) {
+      filesystem = "erofs";
+      fsBytes = decodeErofsSuperblock(erofs).sizeBytes;
+    } else if (head.length >= SQUASHFS_SUPER_SIZE && isSquashfsSuperblock(head)) {
+      filesystem = "squashfs";
+      fsBytes = Number(decodeSquashfsSuperblock(head).bytesUsed);
+    } else return { filesystem: null, usedBytes: 0, percent: 0 };
+  } catch {
+    // a magic number with nonsense behind it: not a filesystem acl wrote
+    return { filesystem: null, usedBytes: 0, percent: 0 };
+  }
+  const candidates = [...new Set([roundUp(fsBytes, 4096), roundUp(fsBytes, MiB)])];
   for (const hashOffset of candidates) {
     if (hashOffset + VERITY_SUPERBLOCK_SIZE > sizeBytes) continue;
     const raw = await readAt(v, offset + hashOffset, VERITY_SUPERBLOCK_SIZE);
@@ -228,7 +247,7 @@ async function readUsrSlot(v: DiskView, offset: number, sizeBytes: number): Prom
       vsb.hashType === 1 ? blockDigest(vsb.salt, top) : createHash(vsb.algorithm).update(top).update(vsb.salt).digest();
     const usedBytes = treeStart + layout.totalBlocks * vsb.hashBlockSize;
     return {
-      filesystem: "erofs",
+      filesystem,
       fsBytes,
       usedBytes,
       percent: pct(usedBytes),
@@ -245,9 +264,5 @@ async function readUsrSlot(v: DiskView, offset: number, sizeBytes: number): Prom
       },
     };
   }
-  return { filesystem: "erofs", fsBytes, usedBytes: fsBytes, percent: pct(fsBytes) };
-}
-
-function roundUp(n: number, to: number): number {
-  return Math.ceil(n / to) * to;
+  return { filesystem, fsBytes, usedBytes: fsBytes, percent: pct(fsBytes) };
 }

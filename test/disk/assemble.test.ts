@@ -287,6 +287,17 @@ describe("inspect", () => {
     expect(bad.stderr).toMatch(/^error: cannot open disk image .*missing\.raw: ENOENT\nhint: /m);
   });
 
+  it("reads a squashfs /usr slot: size from its superblock, root hash as veritysetup computed it", async () => {
+    const sq = await makeUsrPayload(dir, 64 * 1024, "squashfs");
+    const r = await assembleDisk({ ...opts(3), usrPayload: sq.path, formats: ["raw"] });
+    const a = (await inspectDisk({ path: file(r, "disk-raw") })).partitions.find((p) => p.label === "USR-A")!;
+    expect(a.usr?.filesystem).toBe("squashfs");
+    expect(a.usr?.verity).toMatchObject({ rootHash: sq.rootHash, hashOffset: sq.hashOffset, dataBlocks: sq.dataBlocks });
+    const h = await acl(["inspect", file(r, "disk-raw")]);
+    expect(h.stdout).toMatch(/content: squashfs .* used/);
+    expect(h.stdout).toContain(`verity root hash: ${sq.rootHash}`);
+  });
+
   it("fails clearly on a file that is not a disk image", async () => {
     const junk = join(dir, "junk.bin");
     await writeFile(junk, Buffer.alloc(64 * 1024, 7));

@@ -1,7 +1,7 @@
 /**
  * Test helper: a real USR payload (erofs filesystem followed by its dm-verity
- * hash tree, as Flatcar lays out a /usr slot) made with mkfs.erofs and
- * veritysetup from a small tree.
+ * hash tree, as Flatcar lays out a /usr slot) made with mkfs.erofs (or
+ * mksquashfs) and veritysetup from a small tree.
  */
 import { mkdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -18,9 +18,9 @@ export interface TestPayload {
   dataBlocks: number;
 }
 
-/** Build a payload in `dir`; `fillerBytes` of incompressible data make it larger. */
-export async function makeUsrPayload(dir: string, fillerBytes = 64 * 1024): Promise<TestPayload> {
-  const tree = join(dir, "usr-tree");
+/** Build a payload in `dir`; `fillerBytes` of incompressible data make it larger; erofs unless asked for squashfs. */
+export async function makeUsrPayload(dir: string, fillerBytes = 64 * 1024, filesystem: "erofs" | "squashfs" = "erofs"): Promise<TestPayload> {
+  const tree = join(dir, `usr-tree-${filesystem}`);
   await mkdir(join(tree, "bin"), { recursive: true });
   await mkdir(join(tree, "lib/os-release.d"), { recursive: true });
   await writeFile(join(tree, "bin/hello"), "#!/bin/sh\necho hello\n", { mode: 0o755 });
@@ -33,10 +33,12 @@ export async function makeUsrPayload(dir: string, fillerBytes = 64 * 1024): Prom
     filler[i] = x >>> 24;
   }
   await writeFile(join(tree, "lib/filler.bin"), filler);
-  const img = join(dir, "usr.payload");
-  await run(["mkfs.erofs", "-T0", "-U", "6c1f7c1e-2d1a-4e8e-9b1e-0d1f7e2c3a4b", "--all-root", "-Eforce-inode-compact", img, tree], {
-    env: { SOURCE_DATE_EPOCH: "1700000000" },
-  });
+  const img = join(dir, filesystem === "erofs" ? "usr.payload" : "usr-squashfs.payload");
+  if (filesystem === "erofs")
+    await run(["mkfs.erofs", "-T0", "-U", "6c1f7c1e-2d1a-4e8e-9b1e-0d1f7e2c3a4b", "--all-root", "-Eforce-inode-compact", img, tree], {
+      env: { SOURCE_DATE_EPOCH: "1700000000" },
+    });
+  else await run(["mksquashfs", tree, img, "-noappend", "-no-progress", "-quiet", "-all-root", "-all-time", "1700000000", "-mkfs-time", "1700000000"]);
   const fsBytes = (await stat(img)).size;
   if (fsBytes % 4096 !== 0) throw new Error(`erofs image is ${fsBytes} bytes, not a multiple of 4096`);
   const dataBlocks = fsBytes / 4096;
