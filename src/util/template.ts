@@ -7,7 +7,7 @@
  */
 const PLACEHOLDER = /@([A-Z][A-Z0-9_]*)@/g;
 /** Characters a value may hold: no quote, no backslash, no `$`, no newline. */
-export const SAFE_VALUE = /^[A-Za-z0-9 ._+\-/:=,]*$/;
+export const SAFE_VALUE = /^[A-Za-z0-9 ._+\-/:=,@]*$/;
 
 export class TemplateError extends Error {}
 

@@ -55,7 +55,7 @@ describe("boot-test judge", async () => {
     );
     const v = judge({ expected: "boot", imageLevel: "x86-64-v3", cpuLevel: "x86-64-v3", bootCase: boot, qemu: okRun, facts: parseConsole(sd) });
     expect(v.passed).toBe(false);
-    expect(v.reason).toBe("multi-user: fail degraded; failed-units: fail foo.service; containerd: not reported");
+    expect(v.reason).toBe("multi-user: fail degraded; failed-units: fail foo.service; enabled-units: not reported");
   });
 
   it("judges the CPU refusal: one line, clean power-off, never a panic", () => {

@@ -56,11 +56,12 @@ describe("boot-test of images/minimal.toml", () => {
 });
 
 describe("boot-test of images/container-host.toml", () => {
-  it("reaches multi-user with no failed units and containerd active", async () => {
+  it("reaches multi-user with no failed units and the units it enables (containerd, ssh, networkd) up", async () => {
     const { r, result } = await bootTest("container-host", ["--cpu", "Haswell-v4", "--firmware", "direct", "--case", "boot", "--timeout", "600"]);
     const run = result.runs[0]!;
     expect(r.exitCode, run?.reason + r.stderr.slice(-2000)).toBe(0);
     const ok = (run.checks ?? []).filter((c) => c.status === "ok").map((c) => c.name);
-    expect(ok).toEqual(expect.arrayContaining(["userspace", "usr-verity", "no-pkg-manager", "multi-user", "failed-units", "containerd"]));
+    expect(ok).toEqual(expect.arrayContaining(["userspace", "usr-verity", "no-pkg-manager", "multi-user", "failed-units", "enabled-units"]));
+    expect(run.checks.find((c) => c.name === "enabled-units")?.detail).toBe("containerd.service ssh.service systemd-networkd.service");
   }, 40 * 60_000);
 });

@@ -56,7 +56,7 @@ describe("acl build images/minimal.toml", () => {
   it("prints each stage with its time on stderr (JSON events with --json)", () => {
     const events = stderrA.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { event: string; stage?: string; ms?: number });
     const ended = events.filter((e) => e.event === "stage-end").map((e) => e.stage);
-    expect(ended).toEqual(expect.arrayContaining(["load spec", "rootfs", "usr", "boot", "disk", "manifest", "publish"]));
+    expect(ended).toEqual(expect.arrayContaining(["load spec", "rootfs", "usr", "boot", "disk", "release", "publish"]));
     expect(events.filter((e) => e.event === "stage-end").every((e) => typeof e.ms === "number")).toBe(true);
   });
 

@@ -11,13 +11,16 @@
  * busybox images: /etc/inittab runs it (::once, after the sysinit mounts);
  * /usr/sbin/init -> busybox when absent.
  * systemd images: acl-boot-check.service, started after multi-user.target
- * (enabled by a symlink in /usr/lib/systemd/system/multi-user.target.wants).
+ * (enabled by a symlink in /usr/lib/systemd/system/multi-user.target.wants),
+ * given the units the spec enables: the check reports whether each is up, so
+ * an image is checked for what it promises (containerd only where enabled).
  */
 import { access, mkdir, readFile, symlink, writeFile, chmod } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { BugError, UserError } from "../../errors.js";
 import { dataText } from "../../util/data.js";
 import { exists } from "../../util/fs.js";
+import { renderTemplate } from "../../util/template.js";
 
 export type GuestInit = "systemd" | "busybox";
 
@@ -52,8 +55,17 @@ async function writeFileIn(root: string, rel: string, text: string, mode: number
   await chmod(p, mode);
 }
 
-/** Write the boot check and its hook for the image's init into a rootfs tree. */
-export async function installGuestChecks(rootDir: string, init: GuestInit): Promise<{ files: string[] }> {
+/** The systemd unit that runs the check, waiting for `units` (the ones the spec enables) to be up. */
+export function bootCheckUnit(units: readonly string[]): string {
+  return renderTemplate(dataText(GUEST_DATA.unit), { UNITS: units.map((u) => ` ${u}`).join("") }, GUEST_DATA.unit);
+}
+
+/**
+ * Write the boot check and its hook for the image's init into a rootfs tree.
+ * On systemd images the check also reports whether every unit in `units` (the
+ * spec's `systemd.enable`) is up.
+ */
+export async function installGuestChecks(rootDir: string, init: GuestInit, units: readonly string[] = []): Promise<{ files: string[] }> {
   await access(rootDir).catch(() => {
     throw new UserError(`installGuestChecks: no tree at ${rootDir}`);
   });
@@ -61,7 +73,7 @@ export async function installGuestChecks(rootDir: string, init: GuestInit): Prom
   await writeFileIn(rootDir, BOOT_CHECK_PATH, bootCheckScript(), 0o755);
   if (init === "systemd") {
     const unit = `usr/lib/systemd/system/${BOOT_CHECK_UNIT}`;
-    await writeFileIn(rootDir, unit, dataText(GUEST_DATA.unit), 0o644);
+    await writeFileIn(rootDir, unit, bootCheckUnit(units), 0o644);
     const link = join(rootDir, "usr/lib/systemd/system/multi-user.target.wants", BOOT_CHECK_UNIT);
     await mkdir(dirname(link), { recursive: true });
     if (!(await exists(link))) await symlink(`../${BOOT_CHECK_UNIT}`, link);
@@ -79,7 +91,7 @@ export async function installGuestChecks(rootDir: string, init: GuestInit): Prom
     if (!(await exists(initLink))) {
       let target: string | undefined;
       for (const c of ["usr/bin/busybox", "usr/sbin/busybox"]) if (await exists(join(rootDir, c))) target = c === "usr/bin/busybox" ? "../bin/busybox" : "busybox";
-      if (!target) throw new UserError(`installGuestChecks: busybox init requested but ${rootDir} has no /usr/bin/busybox`, { hint: "include busybox-static in the image or use init = \"systemd\"" });
+      if (!target) throw new UserError(`installGuestChecks: busybox init requested but ${rootDir} has no /usr/bin/busybox`, { hint: "add busybox-static to the packages of a debian source ('sources[].packages'), or set 'init' = \"systemd\"" });
       await mkdir(dirname(initLink), { recursive: true });
       await symlink(target, initLink);
       files.push("usr/sbin/init");

@@ -121,7 +121,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
   const kernel = await installKernel({ rootDir: root, pkg: spec.kernel.package, cacheDir: join(ctx.cache.root, "kernel"), reporter: r });
   await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
   if (spec.init === "busybox") await installBusyboxApplets(root);
-  await installGuestChecks(root, spec.init);
+  await installGuestChecks(root, spec.init, spec.systemd.enable);
   await applyFiles(root, spec);
   await applyUsers(root, spec, ctx.epoch);
   const etcLinksEnabled = await enableUnits(root, spec);

@@ -14,7 +14,8 @@ import { installKernel } from "../../../src/stages/rootfs/kernel.js";
 import { buildInitramfs } from "../../../src/stages/boot/initramfs.js";
 import { buildEsp, slotCmdline } from "../../../src/stages/boot/esp.js";
 import { installGuestChecks } from "../../../src/stages/rootfs/guest-checks.js";
-import type { Microarch, CorruptionPolicy } from "../../../src/stages/boot/init-script.js";
+import type { CorruptionPolicy } from "../../../src/stages/boot/init-script.js";
+import type { Microarch } from "../../../src/formats/microarch.js";
 import { canonicalJson, MANIFEST_SCHEMA_VERSION, type Manifest } from "../../../src/pipeline/manifest.js";
 
 export const REPO = new URL("../../../", import.meta.url).pathname;
@@ -228,7 +229,11 @@ export async function testImage(name: string, o: Omit<TestImageOptions, "outDir"
   const marker = join(outDir, ".built");
   // rebuild when the options or any code that shapes the image changed
   const h = createHash("sha256").update(JSON.stringify(o));
-  for (const f of ["src/stages/kernel.ts", "src/stages/initramfs.ts", "src/stages/initramfs-init.ts", "src/stages/uki.ts", "src/stages/guest-checks.ts", "src/formats/cpio.ts", "test/boot/helpers/image.ts"]) {
+  for (const f of [
+    "src/stages/rootfs/kernel.ts", "src/stages/boot/initramfs.ts", "src/stages/boot/init-script.ts", "src/stages/boot/esp.ts",
+    "src/stages/rootfs/guest-checks.ts", "src/formats/cpio.ts", "data/initramfs/init.sh", "data/guest/boot-check.sh",
+    "data/guest/acl-boot-check.service", "data/guest/inittab", "test/boot/helpers/image.ts",
+  ]) {
     h.update(readFileSync(join(REPO, f)));
   }
   const key = h.digest("hex");
