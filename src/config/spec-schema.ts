@@ -6,25 +6,57 @@
 import { z } from "zod";
 import { MICROARCHES } from "../formats/microarch.js";
 
+/** Binary units a size may carry (sizes are strings with a unit: "64MiB", "1.5GiB"). */
+const SIZE_UNITS: Readonly<Record<string, number>> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+const MIB = 1024 ** 2;
 
-const sizeRe = /^\d+(\.\d+)?\s*(B|KiB|MiB|GiB|TiB|K|M|G|T)?$/;
+/**
+ * The smallest partitions acl builds: an ESP that holds FAT32 (at least 65525
+ * clusters), systemd-boot twice and a UKI per slot (about 20 MiB each with
+ * Debian's cloud kernel) with room to spare; a /usr slot that holds a kernel's
+ * modules and the verity tree; ext4 with a journal (mkfs.ext4 makes none below
+ * 8 MiB with 4 KiB blocks).
+ */
+export const PARTITION_MIN_MIB = { esp: 64, usr: 64, oem: 8, root: 8 } as const;
 
-/** "512MiB", "2GiB", 1048576 → bytes. */
-export const Size = z
-  .union([
-    z.number().int().positive(),
-    z.string().regex(sizeRe, "must be a size such as \"512MiB\" or \"2GiB\""),
-  ])
-  .transform((v) => parseSize(v));
-
-export function parseSize(v: number | string): number {
-  if (typeof v === "number") return v;
-  const m = v.trim().match(/^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$/)!;
-  const n = Number(m[1]);
-  const unit = (m[2] ?? "").replace(/iB$/, "").replace(/B$/, "");
-  const mult: Record<string, number> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
-  return Math.round(n * (mult[unit] ?? 1));
+/** "512MiB", "2GiB", "1.5GiB" → bytes; undefined when the text is not a number with a binary unit. */
+export function parseSize(v: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]+)$/.exec(v.trim());
+  const mult = m ? SIZE_UNITS[m[2]!] : undefined;
+  return m && mult ? Math.round(Number(m[1]) * mult) : undefined;
 }
+
+/** A partition size: a string with a binary unit, a whole number of MiB, at least `minMiB`. */
+const partitionSize = (key: keyof typeof PARTITION_MIN_MIB, why: string) =>
+  z
+    .union([z.string(), z.number()])
+    .transform((v, ctx) => {
+    const min = PARTITION_MIN_MIB[key];
+    const fail = (message: string, hint: string) => {
+      ctx.addIssue({ code: "custom", message, params: { hint } });
+      return z.NEVER;
+    };
+    if (typeof v === "number")
+      return fail(`is ${v}, a number without a unit; sizes are strings with a unit`, `write ${key} = "${v}MiB" (or "${v}GiB"); units: B, KiB, MiB, GiB, TiB`);
+    const bytes = parseSize(v);
+    if (bytes === undefined) {
+      const m = /^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$/.exec(v.trim());
+      const hint = !m
+        ? `write a number and a unit, such as ${key} = "${min * 2}MiB"`
+        : m[2]
+          ? `write "${m[1]}${m[2].replace(/^([KMGT])B?$/i, (_, u: string) => `${u.toUpperCase()}iB`)}": acl sizes use binary units (B, KiB, MiB, GiB, TiB)`
+          : `add a unit, such as ${key} = "${m[1]}GiB" (units: B, KiB, MiB, GiB, TiB)`;
+      return fail(`is "${v}", which is not a size`, hint);
+    }
+    if (bytes % MIB !== 0) {
+      const down = Math.floor(bytes / MIB);
+      return fail(`is "${v}" (${bytes} byte${bytes === 1 ? "" : "s"}), not a whole number of MiB`, `partitions are aligned to 1 MiB: write "${Math.max(down, 1)}MiB" or "${down + 1}MiB"`);
+    }
+    if (bytes / MIB < min) return fail(`is ${bytes / MIB} MiB; ${why} needs at least ${min} MiB`, `write ${key} = "${min}MiB" or more`);
+    return bytes;
+    })
+    // a number is taken only to say that it needs a unit: the reference shows a string
+    .meta({ type: "string" });
 
 const packageName = z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, "must be a Debian package name (lowercase letters, digits, + - .)");
 const absPath = z
@@ -86,6 +118,10 @@ export const Source = z.discriminatedUnion("type", [
 ]);
 export type Source = z.infer<typeof Source>;
 
+/**
+ * A file mode: an octal string ("0644") or a TOML octal integer (0o644). A
+ * decimal integer (644) is refused by loadSpec, which sees how it was written.
+ */
 const mode = z
   .union([z.string().regex(/^0?[0-7]{3,4}$/, "must be an octal mode string such as \"0644\""), z.number().int().min(0).max(0o7777)])
   .transform((v) => (typeof v === "number" ? v : parseInt(v, 8)));
@@ -95,7 +131,7 @@ const FileEntry = z
     path: absPath.describe("Destination in the image"),
     content: z.string().optional().describe("Inline text content"),
     source: specFile("File relative to the spec's folder").optional(),
-    mode: mode.optional().describe("Octal mode, default \"0644\""),
+    mode: mode.optional().describe("Octal mode: a string (\"0644\") or TOML octal (0o644); default \"0644\""),
     uid: z.number().int().nonnegative().default(0).describe("Owner uid"),
     gid: z.number().int().nonnegative().default(0).describe("Owner gid"),
   })
@@ -143,13 +179,13 @@ const Usr = z
 
 const Partitions = z
   .strictObject({
-    esp: Size.default(128 * 1024 * 1024).describe("EFI system partition (FAT32); default 128MiB"),
-    usr: Size.default(1024 * 1024 * 1024).describe("Each of USR-A and USR-B; default 1GiB"),
-    oem: Size.default(64 * 1024 * 1024).describe("OEM partition (ext4); default 64MiB"),
-    root: Size.default(256 * 1024 * 1024).describe("ROOT partition (ext4, writable state); default 256MiB"),
+    esp: partitionSize("esp", "the EFI system partition (FAT32, systemd-boot and a UKI per slot)").default(128 * MIB).describe(`EFI system partition (FAT32); at least ${PARTITION_MIN_MIB.esp}MiB; default 128MiB`),
+    usr: partitionSize("usr", "a /usr slot (the /usr image and its verity tree)").default(1024 * MIB).describe(`Each of USR-A and USR-B; at least ${PARTITION_MIN_MIB.usr}MiB; default 1GiB`),
+    oem: partitionSize("oem", "the OEM partition (ext4 with a journal)").default(64 * MIB).describe(`OEM partition (ext4); at least ${PARTITION_MIN_MIB.oem}MiB; default 64MiB`),
+    root: partitionSize("root", "ROOT (ext4 with a journal)").default(256 * MIB).describe(`ROOT partition (ext4, writable state); at least ${PARTITION_MIN_MIB.root}MiB; default 256MiB`),
     bios_boot: z.boolean().default(false).describe("Add a 2 MiB BIOS-BOOT partition"),
   })
-  .describe("Partition sizes");
+  .describe("Partition sizes: strings with a binary unit (\"64MiB\", \"1.5GiB\"), whole MiB");
 
 const Output = z
   .strictObject({
@@ -207,13 +243,7 @@ export const ImageSpecSchema = z
     systemd: Systemd.default({ enable: [] }),
     kernel: Kernel.default({ package: "linux-image-cloud-amd64", cmdline: [] }),
     usr: Usr.default({ filesystem: "erofs", compression: "lz4hc", verity_corruption: "panic" }),
-    partitions: Partitions.default({
-      esp: 128 * 1024 * 1024,
-      usr: 1024 * 1024 * 1024,
-      oem: 64 * 1024 * 1024,
-      root: 256 * 1024 * 1024,
-      bios_boot: false,
-    }),
+    partitions: Partitions.default({ esp: 128 * MIB, usr: 1024 * MIB, oem: 64 * MIB, root: 256 * MIB, bios_boot: false }),
     output: Output.default({ formats: ["raw", "qcow2", "vhd"] }),
     signing: Signing.optional(),
     policy: Policy.default({ allow_setuid: [] }),

@@ -11,6 +11,7 @@ import { dirname, resolve, relative, isAbsolute } from "node:path";
 import type { z } from "zod";
 import { UserError } from "../errors.js";
 import { ImageSpecSchema, type ImageSpecData } from "./spec-schema.js";
+import { keyLiterals } from "./toml-literals.js";
 
 export interface ImageSpec extends ImageSpecData {
   /** Absolute path of the spec file. */
@@ -67,6 +68,7 @@ export async function parseSpec(bytes: Buffer, specPath: string, displayPath = s
   const result = ImageSpecSchema.safeParse(raw);
   if (!result.success) throw specError(file, result.error.issues, raw);
   const data = result.data;
+  checkModeLiterals(file, bytes.toString("utf8"), raw as { files?: { mode?: unknown }[] });
   const specDir = dirname(specPath);
   await checkReferences(file, specDir, data);
   checkCrossReferences(file, data);
@@ -77,6 +79,30 @@ export async function parseSpec(bytes: Buffer, specPath: string, displayPath = s
     specDigest: createHash("sha256").update(bytes).digest("hex"),
   };
   return deepFreeze(spec);
+}
+
+/**
+ * `mode = 644` parses as the decimal number 644 (mode 0o1204): refuse a mode
+ * written as a decimal integer, naming what was probably meant. The k-th
+ * `mode =` in the file is the k-th [[files]] entry with a mode (no other
+ * table has a `mode` key; the schema has already refused unknown keys).
+ */
+function checkModeLiterals(file: string, text: string, raw: { files?: { mode?: unknown }[] }): void {
+  const withMode = (raw.files ?? []).map((f, i) => ({ f, i })).filter(({ f }) => f && typeof f === "object" && "mode" in f);
+  const lits = keyLiterals(text, "mode");
+  withMode.forEach(({ f, i }, k) => {
+    const lit = lits[k];
+    if (typeof f.mode !== "number" || !lit || /^[+-]?0o/.test(lit.literal)) return;
+    const digits = lit.literal.replace(/_/g, "");
+    const guesses: string[] = [];
+    if (/^[0-7]{3,4}$/.test(digits)) guesses.push(`0o${digits.replace(/^0(?=\d{3})/, "")}`);
+    if (f.mode >= 0 && f.mode <= 0o777) guesses.push(`0o${f.mode.toString(8).padStart(3, "0")} (${f.mode} is 0o${f.mode.toString(8)})`);
+    const meant = guesses.length ? `; did you mean ${guesses.join(" or ")}?` : "";
+    throw new UserError(
+      `${file}:${lit.line}:${lit.col}: 'files[${i}].mode' = ${lit.literal} is a decimal integer, which would be mode 0o${f.mode.toString(8)}${meant}`,
+      { file, key: `files[${i}].mode`, hint: `write modes as a string ("0644") or as TOML octal (0o644)` },
+    );
+  });
 }
 
 function looksBinary(b: Buffer): boolean {
@@ -144,11 +170,15 @@ function specError(file: string, issues: readonly z.core.$ZodIssue[], raw: unkno
       hint ??= `use one of ${vals.map((v) => JSON.stringify(v)).join(", ")}`;
     } else {
       const where = formatPath(issue.path);
-      lines.push(`'${where}': ${issue.message}`);
+      lines.push(/^is /.test(issue.message) ? `'${where}' ${issue.message}` : `'${where}': ${issue.message}`);
+      const custom = (issue as { params?: { hint?: string } }).params?.hint;
+      if (custom) hint ??= custom;
     }
   }
   if (issues.length > 8) lines.push(`… and ${issues.length - 8} more problems`);
-  return new UserError(`${file}: invalid image spec:\n  - ${lines.join("\n  - ")}`, { file, hint: hint ?? "see docs/spec.md for every key" });
+  const first = issues[0];
+  const key = first ? formatPath(first.code === "unrecognized_keys" ? [...first.path, first.keys[0]!] : first.path) : undefined;
+  return new UserError(`${file}: invalid image spec:\n  - ${lines.join("\n  - ")}`, { file, key, hint: hint ?? "see docs/spec.md for every key" });
 }
 
 function article(t: string): string {
@@ -288,7 +318,7 @@ async function checkReferences(file: string, specDir: string, data: ImageSpecDat
 
 function checkCrossReferences(file: string, data: ImageSpecData): void {
   const fail = (msg: string, hint: string) => {
-    throw new UserError(`${file}: ${msg}`, { file, hint });
+    throw new UserError(`${file}: ${msg}`, { file, hint, key: /^'([^']+)'/.exec(msg)?.[1] });
   };
   const groupNames = new Set(data.groups.map((g) => g.name));
   const seenPaths = new Map<string, number>();

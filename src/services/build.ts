@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, readFile, rename, rm } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { installedVersions } from "../adapters/dpkg.js";
 import { lastCommitTime } from "../adapters/git.js";
-import { loadSpec, resolveSpecPath, type ImageSpec } from "../config/spec.js";
+import { loadSpec, type ImageSpec } from "../config/spec.js";
 import { UserError } from "../errors.js";
 import type { Reporter } from "../output/reporter.js";
 import { StageCache, defaultCacheDir } from "../pipeline/cache.js";
@@ -18,8 +18,8 @@ import { checkStages, runStages, stageRequirements, type StageTiming } from "../
 import type { BuildContext, StageResult } from "../pipeline/stage.js";
 import { BUILD_STAGES } from "../stages/index.js";
 import { TOOL_PACKAGES_RECORDED, type ReleaseOut } from "../stages/release/stage.js";
-import { loadPrivateKey } from "../stages/release/sign.js";
 import { DATA_DIR } from "../util/data.js";
+import { preflight } from "./preflight.js";
 import { walk } from "../util/fs.js";
 
 export type { StageTiming } from "../pipeline/runner.js";
@@ -85,9 +85,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const load = r.stage("load spec", opts.specPath);
   const spec = await loadSpec(opts.specPath);
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
-  const signKey = opts.signKey ?? (spec.signing ? resolveSpecPath(spec.specDir, spec.signing.key) : undefined);
-  // a key that cannot sign fails now, not after the whole build
-  if (signKey) await loadPrivateKey(signKey);
+  // a key that cannot sign or an unknown kernel fails now, not after the first stages
+  const { signKey } = await preflight(spec, { signKey: opts.signKey });
   await checkStages(BUILD_STAGES, spec);
   const epoch = await resolveSourceDateEpoch(spec, opts.sourceDateEpoch);
   const hostTools = await installedVersions([...TOOL_PACKAGES_RECORDED, ...stageRequirements(BUILD_STAGES, spec).map((q) => q.package)]);

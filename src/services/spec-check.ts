@@ -1,6 +1,7 @@
 /** `acl spec check` and the file side of `acl spec docs`. */
 import { writeFile, rename } from "node:fs/promises";
 import { loadSpec } from "../config/spec.js";
+import { preflight } from "./preflight.js";
 
 export async function writeSpecDocs(path: string, text: string): Promise<void> {
   await writeFile(`${path}.tmp`, text);
@@ -18,6 +19,7 @@ export interface SpecCheckResult {
 
 export async function checkSpec(path: string): Promise<SpecCheckResult> {
   const s = await loadSpec(path);
+  await preflight(s);
   return {
     file: path,
     name: s.name,

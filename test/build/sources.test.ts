@@ -95,7 +95,7 @@ beforeAll(async () => {
       `[[sources]]\ntype = "docker"\nimage = "acl-test/base:1"\n` +
       `[[sources]]\ntype = "oci-archive"\npath = "image.oci.tar"\n` +
       `[[sources]]\ntype = "dir"\npath = "overlay"\n` +
-      `[partitions]\nesp = "48MiB"\nusr = "128MiB"\noem = "8MiB"\nroot = "16MiB"\n[output]\nformats = ["raw"]\n`,
+      `[partitions]\nesp = "64MiB"\nusr = "128MiB"\noem = "8MiB"\nroot = "16MiB"\n[output]\nformats = ["raw"]\n`,
   );
   out = join(dir, "out");
   const r = await acl(["build", join(dir, "mixed.toml"), "--out", out], { env: { DOCKER_HOST: engine.host, SOURCE_DATE_EPOCH: "1700000000" } });

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { loadSpec, nearest, validKeysAt } from "../../src/config/spec.js";
 import { parseSize } from "../../src/config/spec-schema.js";
+import { keyLiterals } from "../../src/config/toml-literals.js";
 import { UserError } from "../../src/errors.js";
 
 let dir: string;
@@ -115,6 +116,37 @@ describe("image spec loading", () => {
     await expect(loadSpec(join(dir, "absent.toml"))).rejects.toThrow(/cannot read image spec .*absent\.toml: ENOENT/);
   });
 
+  it("takes sizes only with a binary unit, in whole MiB, above each partition's minimum", async () => {
+    const ok = await loadSpec(await specFile(base + `[partitions]\nesp = "64MiB"\nusr = "1.5GiB"\noem = "8MiB"\nroot = "1048576KiB"\n`));
+    expect(ok.partitions).toMatchObject({ esp: 64 << 20, usr: 1536 << 20, oem: 8 << 20, root: 1024 << 20 });
+    const cases: [string, RegExp, RegExp][] = [
+      [`esp = 64`, /'partitions\.esp' is 64, a number without a unit/, /write esp = "64MiB"/],
+      [`esp = "1B"`, /'partitions\.esp' is "1B" \(1 byte\), not a whole number of MiB/, /aligned to 1 MiB/],
+      [`usr = "1.5MiB"`, /not a whole number of MiB/, /"1MiB" or "2MiB"/],
+      [`oem = "0MiB"`, /'partitions\.oem' is 0 MiB; the OEM partition .* needs at least 8 MiB/, /oem = "8MiB" or more/],
+      [`esp = "32MiB"`, /'partitions\.esp' is 32 MiB; the EFI system partition .* needs at least 64 MiB/, /esp = "64MiB"/],
+      [`root = "1.5"`, /'partitions\.root' is "1\.5", which is not a size/, /add a unit, such as root = "1\.5GiB"/],
+      [`usr = "2G"`, /'partitions\.usr' is "2G", which is not a size/, /write "2GiB"/],
+    ];
+    for (const [line, message, hint] of cases) {
+      const e = await failure(base + `[partitions]\n${line}\n`);
+      expect(e.message, line).toMatch(message);
+      expect(e.hint, line).toMatch(hint);
+      expect(e.key, line).toMatch(/^partitions\./);
+    }
+  });
+
+  it("takes modes as octal strings or TOML octal, and refuses a decimal integer with what it probably meant", async () => {
+    const ok = await loadSpec(await specFile(base + `[[files]]\npath = "/a"\ncontent = "x"\nmode = "0640"\n[[files]]\npath = "/b"\ncontent = "mode = 644"\nmode = 0o755\n`));
+    expect(ok.files.map((f) => f.mode)).toEqual([0o640, 0o755]);
+    const e = await failure(base + `[[files]]\npath = "/a"\ncontent = "x"\nmode = "0640"\n[[files]]\npath = "/b"\ncontent = "x"\nmode = 644\n`);
+    expect(e.message).toMatch(/spec\.toml:13:8: 'files\[1\]\.mode' = 644 is a decimal integer, which would be mode 0o1204; did you mean 0o644\?/);
+    expect(e.key).toBe("files[1].mode");
+    expect(e.hint).toBe('write modes as a string ("0644") or as TOML octal (0o644)');
+    const e2 = await failure(base + `[[files]]\npath = "/a"\ncontent = "x"\nmode = 493\n`);
+    expect(e2.message).toMatch(/'files\[0\]\.mode' = 493 is a decimal integer, which would be mode 0o755; did you mean 0o755 \(493 is 0o755\)\?/);
+  });
+
   it("checks cross references (groups, duplicate destinations)", async () => {
     const e = await failure(base + `[[users]]\nname = "core"\nuid = 500\ngroups = ["wheelz"]\n`);
     expect(e.message).toContain("names group 'wheelz'");
@@ -124,11 +156,34 @@ describe("image spec loading", () => {
 });
 
 describe("helpers", () => {
-  it("parses sizes", () => {
+  it("parses sizes with binary units only", () => {
     expect(parseSize("512MiB")).toBe(512 * 1024 * 1024);
     expect(parseSize("2GiB")).toBe(2 * 1024 ** 3);
-    expect(parseSize("1.5G")).toBe(1.5 * 1024 ** 3);
-    expect(parseSize(4096)).toBe(4096);
+    expect(parseSize("1.5GiB")).toBe(1.5 * 1024 ** 3);
+    expect(parseSize("4096B")).toBe(4096);
+    for (const bad of ["1.5G", "64M", "64MB", "64", "1.5", "lots", "MiB"]) expect(parseSize(bad), bad).toBeUndefined();
+  });
+  it("finds how each key's value was written, skipping strings and comments", () => {
+    const text = [
+      '[[files]]',
+      'content = """',
+      'mode = 1',
+      '"""',
+      "note = 'mode = 2' # mode = 3",
+      'mode = 0o644',
+      '[[files]]',
+      'mode="0755"',
+      'files = [{ path = "/x", mode = 644 }, { mode = 0o600 }]',
+      'submode = 5',
+      '"mode" = 420',
+    ].join("\n");
+    expect(keyLiterals(text, "mode")).toEqual([
+      { line: 6, col: 8, literal: "0o644" },
+      { line: 8, col: 6, literal: '"0755"' },
+      { line: 9, col: 32, literal: "644" },
+      { line: 9, col: 48, literal: "0o600" },
+      { line: 11, col: 10, literal: "420" },
+    ]);
   });
   it("finds the nearest key", () => {
     expect(nearest("verison", ["name", "version", "arch"])).toBe("version");

@@ -192,7 +192,7 @@ describe("oci-archive", () => {
     );
     const err = await applyOciArchive(file, root).catch((e: unknown) => e);
     expect((err as UserError).message).toMatch(/two\.tar: the archive holds 2 images; choose one/);
-    expect((err as UserError).hint).toBe("set ref to one of: one, two");
+    expect((err as UserError).hint).toBe("set 'sources[].ref' on this source to one of: one, two");
     expect((await applyOciArchive(file, root, { ref: "two" })).digest).toBe(b.manifestDigest);
     expect(fs.readdirSync(root)).toEqual(["b"]);
   });

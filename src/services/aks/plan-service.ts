@@ -47,7 +47,7 @@ export async function aksPlan(o: AksPlanOptions): Promise<AksPlanResult> {
   if (!manifest.aks) {
     throw new UserError(`${join(o.imageDir, "manifest.json")}: image '${manifest.name}' has no aks section (rule: image-aks-section)`, {
       file: join(o.imageDir, "manifest.json"),
-      hint: "add an [aks] section (osSku, nodeImageVersion, minKubernetesVersion) to the image spec and rebuild",
+      hint: "add an [aks] section (os_sku, node_image_version, min_kubernetes_version) to the image spec and rebuild",
     });
   }
   const cluster = await loadCluster(o.clusterFile, o.poolsFile);

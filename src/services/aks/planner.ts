@@ -186,7 +186,7 @@ export function planMigration(cluster: ClusterModel, image: PlanImage, options: 
   if (!skus.includes(target.osSku) || target.osSku.startsWith("Windows")) {
     throw ruleError(
       `image '${image.name}' ${image.version}: aks.osSku '${target.osSku}' is not a Linux OS SKU of the AKS ${AKS_API_VERSION} API (rule: known-os-sku)`,
-      `use one of: ${skus.filter((s) => !s.startsWith("Windows")).join(", ")} in the image spec's [aks] section`,
+      `use one of: ${skus.filter((s) => !s.startsWith("Windows")).join(", ")} as 'aks.os_sku' in the image spec`,
     );
   }
   for (const p of cluster.pools) {

@@ -118,7 +118,7 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
     const need = Math.ceil(payloadSize / MiB);
     throw new UserError(
       `the /usr payload (${mib(payloadSize)}, filesystem + verity tree) does not fit the USR-A slot (${mib(usrA.sizeBytes)}): ${fillText}`,
-      { file: opts.usrPayload, hint: `raise the spec's disk usr size to at least ${need} MiB (both slots grow), or make /usr smaller` },
+      { file: opts.usrPayload, hint: `raise 'partitions.usr' in the spec to at least "${need}MiB" (both slots grow), or make /usr smaller` },
     );
   }
   rep.info(`slots: ${fillText}`);
@@ -269,7 +269,7 @@ async function makeEsp(img: string, part: LayoutPartition, opts: AssembleDiskOpt
   if (tree.bytes > part.sizeBytes * 0.95)
     throw new UserError(`the ESP content (${mib(tree.bytes)}) does not fit the ${mib(part.sizeBytes)} EFI-SYSTEM partition`, {
       file: opts.espDir,
-      hint: `raise the spec's disk ESP size to at least ${Math.ceil((tree.bytes * 1.1) / MiB) + 1} MiB`,
+      hint: `raise 'partitions.esp' in the spec to at least "${Math.ceil((tree.bytes * 1.1) / MiB) + 1}MiB"`,
     });
   const target = (rel: string) => "::/" + rel.split("/").join("/");
   if (tree.dirs.length) await tool(["mmd", "-i", img, ...tree.dirs.map(target)]);
@@ -301,7 +301,7 @@ async function makeExt4(img: string, part: LayoutPartition, dir: string | undefi
     if (tree.bytes > part.sizeBytes * 0.9)
       throw new UserError(`the ${label} content (${mib(tree.bytes)}) does not fit the ${mib(part.sizeBytes)} ${label} partition`, {
         file: dir,
-        hint: `raise the spec's disk ${label.toLowerCase()} size to at least ${Math.ceil((tree.bytes * 1.2) / MiB) + 4} MiB`,
+        hint: `raise 'partitions.${label.toLowerCase()}' in the spec to at least "${Math.ceil((tree.bytes * 1.2) / MiB) + 4}MiB"`,
       });
   }
   await tool(

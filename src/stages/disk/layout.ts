@@ -34,6 +34,8 @@ export const USR_A_PARTUUID = "7130C94A-213A-4E5A-8E26-6CCE9662F132";
 export const USR_B_PARTUUID = "E03DD35C-7C2D-4A47-B3FE-27F15780A57C";
 
 export const BIOS_BOOT_MIB = 2;
+/** The spec key each size comes from. */
+const SPEC_KEYS = { espMiB: "partitions.esp", usrMiB: "partitions.usr", oemMiB: "partitions.oem", rootMiB: "partitions.root" } as const;
 /** Free space kept in front of the first partition (MBR + primary GPT) and after the last (backup GPT). */
 export const LEAD_MIB = 1;
 export const TRAIL_MIB = 1;
@@ -116,7 +118,7 @@ export function planDiskLayout(opts: { name: string; version: string; sizes: Dis
   for (const [key, v, min] of checks)
     if (!Number.isInteger(v) || v < min)
       throw new UserError(`disk size '${key}' is ${v}; it must be a whole number of MiB, at least ${min}`, {
-        hint: `set disk.${key} in the image spec to ${min} or more`,
+        hint: `set '${SPEC_KEYS[key as keyof typeof SPEC_KEYS]}' in the image spec to "${min}MiB" or more`,
       });
   const g = (label: string) => deriveGuid("partition", name, version, label);
   const rows: Row[] = [

@@ -34,10 +34,11 @@ export const diskStage: Stage<DiskOut, { usr: StageResult<UsrMeta>; boot: StageR
       usrPayload: join(usr.dir, USR_IMAGE),
       espDir: boot.value.espDir,
       sizes: {
-        espMiB: Math.ceil(spec.partitions.esp / MiB),
-        usrMiB: Math.ceil(spec.partitions.usr / MiB),
-        oemMiB: Math.ceil(spec.partitions.oem / MiB),
-        rootMiB: Math.ceil(spec.partitions.root / MiB),
+        // whole MiB: the spec schema refuses anything else
+        espMiB: spec.partitions.esp / MiB,
+        usrMiB: spec.partitions.usr / MiB,
+        oemMiB: spec.partitions.oem / MiB,
+        rootMiB: spec.partitions.root / MiB,
         biosBoot: spec.partitions.bios_boot,
       },
       formats,

@@ -28,7 +28,7 @@ export async function installBusyboxApplets(root: string): Promise<string[]> {
     await lstat(join(root, bbRel));
   } catch {
     throw new UserError("init = \"busybox\" but the image has no /usr/bin/busybox", {
-      hint: "add busybox-static to a [[sources]] packages list, or set init = \"systemd\"",
+      hint: "add busybox-static to the packages of a debian source ('sources[].packages'), or set 'init' = \"systemd\"",
     });
   }
   // busybox-static is a static binary: listing its applets runs nothing from the image's libraries

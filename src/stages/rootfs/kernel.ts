@@ -49,7 +49,7 @@ export async function resolveKernelPackage(pkg: string): Promise<{ name: string;
   const version = await showField(pkg, "Version");
   if (!version) {
     throw new UserError(`kernel package '${pkg}' is not known to apt`, {
-      hint: "check the spec's kernel package name (default linux-image-cloud-amd64) and run `apt-get update`",
+      hint: "check 'kernel.package' in the spec (default linux-image-cloud-amd64) and run `apt-get update`",
     });
   }
   if (/^linux-image-\d/.test(pkg)) return { name: pkg, version };

@@ -67,7 +67,7 @@ export async function applyDockerArchive(
   } else {
     throw new UserError(`${archivePath}: the archive holds ${entries.length} images; choose one`, {
       file: archivePath,
-      hint: `set ref to one of: ${entries.flatMap(tagsOf).join(", ") || "(untagged images)"}`,
+      hint: `set 'sources[].ref' on this source to one of: ${entries.flatMap(tagsOf).join(", ") || "(untagged images)"}`,
     });
   }
   if (typeof entry.Config !== "string" || !Array.isArray(entry.Layers)) {

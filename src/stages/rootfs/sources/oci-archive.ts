@@ -61,7 +61,7 @@ function chooseOne(index: ArchiveIndex, images: Descriptor[]): UserError {
   const names = images.flatMap(refNames);
   return new UserError(`${index.path}: the archive holds ${images.length} images; choose one`, {
     file: index.path,
-    hint: names.length ? `set ref to one of: ${names.join(", ")}` : "set ref on the content source",
+    hint: names.length ? `set 'sources[].ref' on this source to one of: ${names.join(", ")}` : "the images carry no ref.name annotation: re-export the archive with one image",
   });
 }
 
