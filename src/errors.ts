@@ -104,6 +104,28 @@ const PATH_ERRORS: Readonly<Record<string, (path: string) => { message: string; 
   EMFILE: (p) => ({ message: `too many open files while opening ${p}`, hint: "raise the open-file limit (ulimit -n)" }),
 };
 
+const REASONS: Readonly<Record<string, string>> = {
+  ENOENT: "it does not exist",
+  ENOTDIR: "a part of the path is not a folder",
+  EISDIR: "it is a folder, not a file",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EROFS: "the file system is read-only",
+  ENOSPC: "no space left on the device",
+  EDQUOT: "disk quota exceeded",
+  EEXIST: "something of that name already exists",
+  ELOOP: "too many levels of symbolic links",
+  ENAMETOOLONG: "the name is too long",
+};
+
+/** Why a file-system call failed, in words, with the errno code: "it does not exist (ENOENT)". */
+export function fsReason(err: unknown): string {
+  const e = err as NodeJS.ErrnoException | undefined;
+  const code = typeof e?.code === "string" ? e.code : undefined;
+  if (code && REASONS[code]) return `${REASONS[code]} (${code})`;
+  return code ?? (err instanceof Error ? err.message : String(err));
+}
+
 /** A Node.js file-system error that names a path, as a UserError; undefined for anything else. */
 export function pathError(err: unknown): UserError | undefined {
   const e = err as NodeJS.ErrnoException | undefined;

@@ -2,11 +2,10 @@
  * The only module that talks to a Docker engine (through dockerode): inspect,
  * save, load, import and remove images, and stream a never-started
  * container's export. Turning an image into a tree is the docker source's job
- * (src/stages/sources/docker-image.ts). Engine and image problems become
+ * (src/stages/rootfs/sources/docker.ts). Engine and image problems become
  * UserErrors that name the socket or the image and say what to do.
  */
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { pipeline } from "node:stream/promises";
 import type { Readable } from "node:stream";
 import Docker from "dockerode";

@@ -3,7 +3,7 @@ import { AclCommand } from "../lib/base-command.js";
 import { DEFAULT_PARALLEL, DEFAULT_TIMEOUT_SEC, runBootTest, type BootTestResult } from "../services/boot-test.js";
 
 export default class BootTest extends AclCommand<BootTestResult> {
-  static override summary = "Boot a built image under QEMU and judge what the guest printed";
+  static override summary = "Boot a built image under QEMU and judge its console";
   static override description =
     "Boot a built image under QEMU (TCG) on CPU models at and below its x86-64 level, with UEFI (OVMF + systemd-boot + UKI) and direct-kernel boots, and judge what the guest printed on its serial console";
 

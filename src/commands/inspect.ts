@@ -4,7 +4,7 @@ import { inspectDisk, type InspectResult } from "../services/inspect.js";
 import { formatBytes } from "../util/size.js";
 
 export default class Inspect extends AclCommand<InspectResult> {
-  static override summary = "Show a disk image's partitions, A/B slot states and /usr root hashes";
+  static override summary = "Show a disk's partitions, A/B slots and /usr root hashes";
   static override description =
     "Show a disk image's partitions, GUIDs, A/B slot states and the dm-verity root hash of each /usr slot (raw, qcow2 or VHD)";
 

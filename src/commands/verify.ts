@@ -3,7 +3,7 @@ import { AclCommand } from "../lib/base-command.js";
 import { verifyOutput, type VerifyResult } from "../services/verify.js";
 
 export default class Verify extends AclCommand<VerifyResult> {
-  static override summary = "Check a signed build output: signature, manifest and every artifact's digest";
+  static override summary = "Check a signed build's signature and every digest";
   static override description =
     "Verify a signed build output: SHA256SUMS signature, manifest digest, every artifact's size and sha256, and the signed provenance";
 

@@ -8,7 +8,7 @@
  */
 import { z } from "zod";
 import { readFile } from "node:fs/promises";
-import { UserError } from "../errors.js";
+import { UserError, fsReason } from "../errors.js";
 
 export const UpgradeSettingsInput = z.looseObject({
   maxSurge: z.union([z.string(), z.number()]).optional(),
@@ -263,7 +263,7 @@ async function readJsonFile(file: string, what: string): Promise<unknown> {
   try {
     text = await readFile(file, "utf8");
   } catch (e) {
-    throw new UserError(`cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file });
+    throw new UserError(`cannot read ${what} ${file}: ${fsReason(e)}`, { file });
   }
   try {
     return JSON.parse(text);

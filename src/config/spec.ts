@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { dirname, resolve, relative, isAbsolute } from "node:path";
 import type { z } from "zod";
-import { UserError } from "../errors.js";
+import { UserError, fsReason } from "../errors.js";
 import { ImageSpecSchema, type ImageSpecData } from "./spec-schema.js";
 import { keyLiterals } from "./toml-literals.js";
 
@@ -31,7 +31,7 @@ export async function loadSpec(path: string): Promise<Readonly<ImageSpec>> {
     bytes = await readFile(specPath);
   } catch (e) {
     if (e instanceof UserError) throw e;
-    throw new UserError(`cannot read image spec ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+    throw new UserError(`cannot read image spec ${path}: ${fsReason(e)}`, {
       file: path,
       hint: "check the path; image specs live in images/*.toml",
     });

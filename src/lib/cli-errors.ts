@@ -28,8 +28,8 @@ export function oclifUsageError(err: unknown, command?: { id?: string; example?:
     .filter((l) => l && !/^See more help with --help$/.test(l));
   let message = lines.join("; ");
   if (Array.isArray(e.args) && e.args.length) {
-    const names = e.args.map((a) => `${a.name.toUpperCase()}${a.description ? ` (${a.description})` : ""}`);
-    message = `missing required argument${names.length > 1 ? "s" : ""}: ${names.join(", ")}`;
+    const names = e.args.map((a) => `${a.name.toUpperCase()}${a.description ? `, ${a.description}` : ""}`);
+    message = `missing required argument${names.length > 1 ? "s" : ""}: ${names.join("; ")}`;
   }
   const notFound = /^command (\S+) not found$/.exec(message);
   if (notFound) message = `'${notFound[1]!.replace(/:/g, " ")}' is not an acl command`;

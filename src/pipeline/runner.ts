@@ -8,7 +8,7 @@
  * failed or killed run never leaves an entry that looks valid.
  */
 import { mkdir, rm, statfs } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { checkRequirements, type Requirement } from "../adapters/exec.js";
 import type { ImageSpec } from "../config/spec.js";
 import { ExternalToolError, UserError } from "../errors.js";
@@ -50,7 +50,11 @@ export async function runStages(
     try {
       result = stage.cacheInputs ? await runCached(ctx, stage, results, handle) : await runPlain(ctx, stage, results, handle);
     } catch (e) {
-      throw await explainSpace(e, stage.name, [ctx.workDir, ctx.cache.root]);
+      // the work folder sits next to the output folder (and is removed): name the folder the user chose
+      throw await explainSpace(e, stage.name, [
+        { what: "the output's folder", path: dirname(ctx.workDir) },
+        { what: "the cache", path: ctx.cache.root },
+      ]);
     }
     const ms = handle.end({ cached: result.cached, note: stage.note?.(result.value) });
     timings.push({ stage: stage.name, ms: Math.round(ms), cached: result.cached });
@@ -93,22 +97,22 @@ const NO_SPACE = /No space left on device|Disk quota exceeded/;
  * tool that said so), becomes one clear error naming the folders the build
  * writes into and how much room each has left.
  */
-async function explainSpace(err: unknown, stage: string, folders: readonly string[]): Promise<unknown> {
+async function explainSpace(err: unknown, stage: string, folders: readonly { what: string; path: string }[]): Promise<unknown> {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const byTool = err instanceof ExternalToolError && NO_SPACE.test(err.stderr);
   if (code !== "ENOSPC" && code !== "EDQUOT" && !byTool) return err;
   const free: string[] = [];
   for (const f of folders) {
     try {
-      const s = await statfs(f);
-      free.push(`${f} (${formatMiB(s.bavail * s.bsize)} free)`);
+      const s = await statfs(f.path);
+      free.push(`${f.what} ${f.path} (${formatMiB(s.bavail * s.bsize)} free)`);
     } catch {
-      free.push(f);
+      free.push(`${f.what} ${f.path}`);
     }
   }
   const what = byTool ? `${(err as ExternalToolError).argv[0]} reported "No space left on device"` : "no space left on device";
   return new UserError(`the ${stage} stage ran out of space: ${what}; the build writes into ${free.join(" and ")}`, {
-    file: folders[0],
+    file: folders[0]?.path,
     hint: "free space there, or build on a larger file system: --out DIR for the output and its work folder, --cache-dir DIR (or ACL_CACHE_DIR) for the cache",
   });
 }

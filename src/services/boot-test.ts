@@ -17,6 +17,7 @@ import { UserError } from "../errors.js";
 import type { Reporter } from "../output/reporter.js";
 import { readManifest, type Manifest } from "../pipeline/manifest.js";
 import { BOOT_CHECK_REQUEST } from "../stages/rootfs/guest-checks.js";
+import { makeDir } from "../util/fs.js";
 
 export const DEFAULT_TIMEOUT_SEC = 240;
 export const DEFAULT_PARALLEL = 2;
@@ -347,7 +348,7 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
       tails.set(p.id, q.lines.slice(-40).map((l) => l.text).join("\n"));
       let log: string | undefined;
       if (opts.keepLogsDir) {
-        await mkdir(opts.keepLogsDir, { recursive: true });
+        await makeDir(opts.keepLogsDir);
         log = join(resolve(opts.keepLogsDir), `${p.id}.log`);
         await copyFile(serialLog, log);
       }
@@ -367,7 +368,7 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
       logsDir: opts.keepLogsDir ? resolve(opts.keepLogsDir) : undefined,
     };
     if (opts.junitFile) {
-      await mkdir(dirname(resolve(opts.junitFile)), { recursive: true });
+      await makeDir(dirname(resolve(opts.junitFile)));
       await writeFile(opts.junitFile, junitXml(result, tails));
       result.junit = resolve(opts.junitFile);
     }

@@ -5,15 +5,15 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { installedVersions } from "../adapters/dpkg.js";
 import { lastCommitTime } from "../adapters/git.js";
 import { loadSpec, type ImageSpec } from "../config/spec.js";
-import { UserError } from "../errors.js";
+import { fsReason, UserError } from "../errors.js";
 import type { Reporter } from "../output/reporter.js";
 import { StageCache, defaultCacheDir } from "../pipeline/cache.js";
-import type { Manifest } from "../pipeline/manifest.js";
+import { MANIFEST_FILE, type Manifest } from "../pipeline/manifest.js";
 import { checkStages, runStages, stageRequirements, type StageTiming } from "../pipeline/runner.js";
 import type { BuildContext, StageResult } from "../pipeline/stage.js";
 import { BUILD_STAGES } from "../stages/index.js";
@@ -21,6 +21,7 @@ import { TOOL_PACKAGES_RECORDED, type ReleaseOut } from "../stages/release/stage
 import { DATA_DIR } from "../util/data.js";
 import { preflight } from "./preflight.js";
 import { walk } from "../util/fs.js";
+import { makeDir } from "../util/fs.js";
 
 export type { StageTiming } from "../pipeline/runner.js";
 
@@ -92,8 +93,17 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const hostTools = await installedVersions([...TOOL_PACKAGES_RECORDED, ...stageRequirements(BUILD_STAGES, spec).map((q) => q.package)]);
   const timings: StageTiming[] = [{ stage: "load spec", ms: Math.round(load.end()), cached: false }];
 
-  await mkdir(dirname(outDir), { recursive: true });
-  const work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.build-`));
+  await checkOutDir(outDir);
+  let work: string;
+  try {
+    await makeDir(dirname(outDir));
+    work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.build-`));
+  } catch (e) {
+    throw new UserError(`cannot create the build's work folder in ${dirname(outDir)}: ${fsReason(e)}`, {
+      file: dirname(outDir),
+      hint: "the build works next to its output folder and publishes by rename: choose a writable --out",
+    });
+  }
   const staging = join(work, "out");
   await mkdir(staging);
   let published = false;
@@ -121,6 +131,25 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     return { outDir, manifest: release.value.manifest, stages: timings, signed: release.value.signatures.length > 0 };
   } finally {
     if (!opts.keepWork || published) await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Publishing replaces the output folder: refuse one that is not a previous
+ * acl output (a file, or a folder with other content), rather than remove it.
+ */
+async function checkOutDir(outDir: string): Promise<void> {
+  const st = await stat(outDir).catch(() => undefined);
+  if (!st) return;
+  if (!st.isDirectory()) {
+    throw new UserError(`the output folder ${outDir} exists and is not a folder`, { file: outDir, hint: "choose another --out, or remove the file" });
+  }
+  const names = await readdir(outDir);
+  if (names.length && !names.includes(MANIFEST_FILE)) {
+    throw new UserError(`the output folder ${outDir} holds files and no ${MANIFEST_FILE}: it is not an acl output, and a build would replace it`, {
+      file: outDir,
+      hint: "choose another --out (the default is out/NAME), or empty that folder first",
+    });
   }
 }
 

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { run } from "../adapters/exec.js";
-import { UserError } from "../errors.js";
+import { UserError, fsReason } from "../errors.js";
 import {
   chooseSlot,
   decodeGpt,
@@ -122,7 +122,7 @@ export async function inspectDisk(opts: InspectOptions): Promise<InspectResult> 
   try {
     fh = await open(opts.path, "r");
   } catch (e) {
-    throw new UserError(`cannot open disk image ${opts.path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+    throw new UserError(`cannot open disk image ${opts.path}: ${fsReason(e)}`, {
       file: opts.path,
       hint: "pass a disk.raw, disk.qcow2 or disk.vhd from an acl output folder",
     });

@@ -4,13 +4,14 @@
  * name first and renamed into place, so a failed run never leaves half a key.
  */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
-import { chmod, lstat, mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, lstat, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { UserError } from "../errors.js";
+import { UserError, fsReason } from "../errors.js";
 import { keyId, RSA_MODULUS_BITS, spkiPem, type KeyType } from "../formats/signature.js";
 
 export { KEY_TYPES, type KeyType } from "../formats/signature.js";
 import { PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from "../stages/release/sign.js";
+import { makeDir } from "../util/fs.js";
 
 export interface GenerateKeysOptions {
   outDir: string;
@@ -56,9 +57,9 @@ export async function generateKeys(opts: GenerateKeysOptions): Promise<GenerateK
     }
   }
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await makeDir(dir, 0o700);
   } catch (e) {
-    throw new UserError(`cannot create ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: dir, hint: "choose a writable --out folder" });
+    throw new UserError(`cannot create ${dir}: ${fsReason(e)}`, { file: dir, hint: "choose a writable --out folder" });
   }
 
   const { privateKey, publicKey } = generate(type);
@@ -76,7 +77,7 @@ export async function generateKeys(opts: GenerateKeysOptions): Promise<GenerateK
   } catch (e) {
     await rm(tmpPriv, { force: true });
     await rm(tmpPub, { force: true });
-    throw new UserError(`cannot write keys into ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+    throw new UserError(`cannot write keys into ${dir}: ${fsReason(e)}`, {
       file: dir,
       hint: "check that the folder is writable",
     });

@@ -10,7 +10,7 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { UserError } from "../errors.js";
+import { UserError, fsReason } from "../errors.js";
 import { MANIFEST_FILE, parseManifest, type Manifest } from "../pipeline/manifest.js";
 import { decodeSha256Sums, SHA256SUMS_FILE, type SumEntry } from "../formats/sha256sums.js";
 import { envelopeFromJson, INTOTO_PAYLOAD_TYPE, pae } from "../formats/dsse.js";
@@ -54,7 +54,7 @@ export async function loadPublicKey(path: string): Promise<{ key: KeyObject; typ
   try {
     pem = await readFile(path);
   } catch (e) {
-    throw new UserError(`cannot read public key ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+    throw new UserError(`cannot read public key ${path}: ${fsReason(e)}`, {
       file: path,
       hint: "pass the acl-signing.pub written by `acl keys generate`",
     });
@@ -84,7 +84,7 @@ async function readOptional(path: string): Promise<Buffer | undefined> {
     return await readFile(path);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw new UserError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { file: path });
+    throw new UserError(`cannot read ${path}: ${fsReason(e)}`, { file: path });
   }
 }
 

@@ -4,8 +4,8 @@
  * sorted by code unit, a folder before its content, symlinks not followed).
  */
 import type { Stats } from "node:fs";
-import { lstat, readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { lstat, mkdir, readdir } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 
 /** Whether a path exists (a dangling symlink counts: it is an entry). */
 export async function exists(p: string): Promise<boolean> {
@@ -14,6 +14,24 @@ export async function exists(p: string): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * mkdir -p that reports the real reason: Node's recursive mkdir says ENOENT
+ * where the parent exists but cannot take a new folder (a read-only file
+ * system, no permission); a plain mkdir of the last part then tells why.
+ */
+export async function makeDir(path: string, mode?: number): Promise<void> {
+  try {
+    await mkdir(path, { recursive: true, mode });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    // the first missing folder below the deepest one that exists: creating it alone gives the reason
+    let child = resolve(path);
+    while (dirname(child) !== child && !(await exists(dirname(child)))) child = dirname(child);
+    await mkdir(child, { mode }); // throws EROFS, EACCES, ENOTDIR … naming that folder
+    await mkdir(path, { recursive: true, mode });
   }
 }
 

@@ -113,7 +113,7 @@ describe("image spec loading", () => {
   });
 
   it("rejects a spec path that does not exist", async () => {
-    await expect(loadSpec(join(dir, "absent.toml"))).rejects.toThrow(/cannot read image spec .*absent\.toml: ENOENT/);
+    await expect(loadSpec(join(dir, "absent.toml"))).rejects.toThrow(/cannot read image spec .*absent\.toml: it does not exist \(ENOENT\)/);
   });
 
   it("takes sizes only with a binary unit, in whole MiB, above each partition's minimum", async () => {

@@ -284,7 +284,7 @@ describe("inspect", () => {
     expect(h.stdout).toContain("Boots next: 3 USR-A");
     const bad = await acl(["inspect", join(dir, "missing.raw")]);
     expect(bad.exitCode).toBe(1);
-    expect(bad.stderr).toMatch(/^error: cannot open disk image .*missing\.raw: ENOENT\nhint: /m);
+    expect(bad.stderr).toMatch(/^error: cannot open disk image .*missing\.raw: it does not exist \(ENOENT\)\nhint: /m);
   });
 
   it("reads a squashfs /usr slot: size from its superblock, root hash as veritysetup computed it", async () => {

@@ -3,7 +3,7 @@ import { AclCommand } from "../../lib/base-command.js";
 import { azurePublishPlan, type PublishPlanResult } from "../../services/azure/publish-plan.js";
 
 export default class AzurePublishPlan extends AclCommand<PublishPlanResult> {
-  static override summary = "Write the ARM template and az commands that publish a build to a Compute Gallery";
+  static override summary = "Write the ARM template and az script that publish a build";
   static override description =
     "Write an ARM template and the equivalent az commands that upload a build's fixed VHD and create an Azure Compute Gallery image definition (Linux, Generalized, V2, Trusted Launch supported) and version";
 

@@ -14,6 +14,7 @@ import { planMigration, type PlanOptions } from "./planner.js";
 import { AksPlan } from "./plan-schema.js";
 import { renderPlanMarkdown } from "./render.js";
 import { rollbackScript, rolloutScript } from "./scripts.js";
+import { makeDir } from "../../util/fs.js";
 
 export interface AksPlanOptions extends PlanOptions {
   clusterFile: string;
@@ -57,7 +58,7 @@ export async function aksPlan(o: AksPlanOptions): Promise<AksPlanResult> {
   if ((await exists(outDir)) && !o.force) {
     throw new UserError(`output folder ${outDir} already exists`, { hint: "pass --force to replace it, or choose another --out" });
   }
-  await mkdir(dirname(outDir), { recursive: true });
+  await makeDir(dirname(outDir));
   const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp-${process.pid}`);
   await rm(tmp, { recursive: true, force: true });
   try {

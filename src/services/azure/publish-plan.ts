@@ -16,6 +16,7 @@ import { canonicalJson, MANIFEST_FILE, readManifest, type Manifest } from "../..
 import { decodeVhdFooter, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "../../formats/vhd-footer.js";
 import { run } from "../../adapters/exec.js";
 import type { Reporter } from "../../output/reporter.js";
+import { makeDir } from "../../util/fs.js";
 
 /** Microsoft.Compute/galleries API version used by the template. */
 export const GALLERY_API_VERSION = "2023-07-03";
@@ -384,7 +385,7 @@ export async function azurePublishPlan(o: PublishPlanOptions): Promise<PublishPl
   } catch (e) {
     if (e instanceof UserError) throw e;
   }
-  await mkdir(dirname(outDir), { recursive: true });
+  await makeDir(dirname(outDir));
   const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp-${process.pid}`);
   await rm(tmp, { recursive: true, force: true });
   const files = new Map<string, string>([

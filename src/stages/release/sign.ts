@@ -13,7 +13,7 @@
 import { readFile, realpath, stat, writeFile } from "node:fs/promises";
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { join, relative, resolve, isAbsolute } from "node:path";
-import { BugError, UserError } from "../../errors.js";
+import { BugError, UserError, fsReason } from "../../errors.js";
 import { canonicalJson } from "../../formats/canonical-json.js";
 import { MANIFEST_FILE, parseManifest, type Artifact, type Manifest } from "../../pipeline/manifest.js";
 import { sha256File, sha256Hex } from "../../util/hash.js";
@@ -53,7 +53,7 @@ export async function loadPrivateKey(path: string): Promise<{ key: KeyObject; ty
   try {
     pem = await readFile(path);
   } catch (e) {
-    throw new UserError(`cannot read signing key ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+    throw new UserError(`cannot read signing key ${path}: ${fsReason(e)}`, {
       file: path,
       hint: "create a key pair with `acl keys generate --out keys/` and pass keys/acl-signing.key",
     });

@@ -1,0 +1,102 @@
+/**
+ * Errors about the user's paths, through the real CLI: a missing file, a
+ * folder where a file was expected (and the reverse), a read-only file
+ * system, a full one. Each is exit 1 with a message naming the path and a
+ * hint, and nothing is lost: an earlier output stays as it was and no work
+ * folder is left behind. The mounts need root (CI runs as root).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { acl, REPO } from "../helpers/cli.js";
+import { builtImage } from "../helpers/images.js";
+
+let dir: string;
+const mounts: string[] = [];
+
+/** A tmpfs of `size` at a fresh folder (read-only when asked). */
+async function tmpfs(name: string, size: string, ro = false): Promise<string> {
+  const m = join(dir, name);
+  await mkdir(m);
+  execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}${ro ? ",ro" : ""}`, "tmpfs", m]);
+  mounts.push(m);
+  return m;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "acl-cli-paths-"));
+});
+
+afterAll(async () => {
+  for (const m of mounts.reverse()) execFileSync("umount", [m]);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("paths the user gave", () => {
+  it("missing, a folder where a file was expected, a file where a folder was expected", async () => {
+    await writeFile(join(dir, "file"), "x\n");
+    const cases: { argv: string[]; message: RegExp; hint: RegExp }[] = [
+      { argv: ["inspect", "/tmp"], message: /^error: \/tmp is a folder, not a disk image$/m, hint: /disk\.raw/ },
+      { argv: ["inspect", join(dir, "none.raw")], message: /none\.raw: it does not exist \(ENOENT\)/, hint: /disk\.raw/ },
+      { argv: ["build", "images/nope.toml"], message: /cannot read image spec images\/nope\.toml: it does not exist \(ENOENT\)/, hint: /images\/\*\.toml/ },
+      { argv: ["spec", "check", "images"], message: /images is not a file/, hint: /images\/minimal\.toml/ },
+      { argv: ["verify", join(REPO, "images"), "--key", dir], message: new RegExp(`cannot read public key ${dir}: it is a folder, not a file \\(EISDIR\\)`), hint: /acl-signing\.pub/ },
+      { argv: ["keys", "generate", "--out", join(dir, "file")], message: /cannot create .*\/file: something of that name already exists \(EEXIST\)/, hint: /--out/ },
+      { argv: ["boot-test", join(dir, "file")], message: /no build manifest at .*\/file\/manifest\.json/, hint: /output folder of `acl build`/ },
+    ];
+    for (const c of cases) {
+      const r = await acl(c.argv);
+      const what = c.argv.join(" ");
+      expect(r.exitCode, `${what}\n${r.stderr}`).toBe(1);
+      expect(r.stderr, what).toMatch(c.message);
+      expect(r.stderr, what).toMatch(/\nhint: /);
+      expect(/hint: (.*)$/m.exec(r.stderr)![1], what).toMatch(c.hint);
+      expect(r.stderr, what).not.toMatch(/\n\s+at |internal error/);
+    }
+  });
+
+  it("refuses to replace an output folder that is not an acl output, or a file (both untouched)", async () => {
+    const notOurs = join(dir, "photos");
+    await mkdir(notOurs);
+    await writeFile(join(notOurs, "cat.jpg"), "meow");
+    const r = await acl(["build", "images/minimal.toml", "--out", notOurs]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/the output folder .*photos holds files and no manifest\.json: it is not an acl output/);
+    expect(await readFile(join(notOurs, "cat.jpg"), "utf8")).toBe("meow");
+    const f = join(dir, "file");
+    const r2 = await acl(["build", "images/minimal.toml", "--out", f]);
+    expect(r2.exitCode).toBe(1);
+    expect(r2.stderr).toMatch(/the output folder .*\/file exists and is not a folder/);
+    expect(await readFile(f, "utf8")).toBe("x\n");
+  });
+});
+
+describe("file systems", () => {
+  it("read-only: a clear error naming the folder", async () => {
+    const ro = await tmpfs("ro", "1m", true);
+    const k = await acl(["keys", "generate", "--out", join(ro, "keys")]);
+    expect(k.exitCode).toBe(1);
+    expect(k.stderr).toMatch(/cannot create .*\/ro\/keys: the file system is read-only \(EROFS\)/);
+    const b = await acl(["build", "images/minimal.toml", "--out", join(ro, "out")]);
+    expect(b.exitCode).toBe(1);
+    expect(b.stderr).toMatch(/cannot create the build's work folder in .*\/ro: the file system is read-only \(EROFS\)\nhint: .*choose a writable --out/);
+  });
+
+  it("full: the build stops with the folder and its free space, keeps the earlier output and leaves no work folder", async () => {
+    await builtImage("minimal"); // the stage cache holds rootfs and /usr: the build gets to writing its artifacts quickly
+    const full = await tmpfs("full", "48m");
+    const out = join(full, "minimal");
+    await mkdir(out);
+    await writeFile(join(out, "manifest.json"), '{"earlier": true}\n');
+    const r = await acl(["build", "images/minimal.toml", "--out", out, "--json"], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(1);
+    const e = (JSON.parse(r.stdout) as { error: { message: string; hint: string; file: string } }).error;
+    expect(e.message).toMatch(/^the (boot|disk|release) stage ran out of space: .*; the build writes into the output's folder .*\/full \(\d+\.\d MiB free\) and the cache /);
+    expect(e.file).toBe(full);
+    expect(e.hint).toMatch(/--out DIR .*--cache-dir DIR/);
+    expect(await readFile(join(out, "manifest.json"), "utf8")).toBe('{"earlier": true}\n');
+    expect((await readdir(full)).sort()).toEqual(["minimal"]);
+  }, 20 * 60_000);
+});
