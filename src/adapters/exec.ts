@@ -6,6 +6,7 @@
 import { execa } from "execa";
 import { access } from "node:fs/promises";
 import { ExternalToolError, UserError } from "../errors.js";
+import { GiB, MiB } from "../util/size.js";
 
 export interface RunOptions {
   cwd?: string;
@@ -36,7 +37,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     reject: false,
     timeout: opts.timeoutMs,
     stripFinalNewline: false,
-    maxBuffer: 1024 * 1024 * 512,
+    maxBuffer: 512 * MiB,
   });
   if (r.failed && (r.exitCode === undefined || !(opts.okCodes ?? [0]).includes(r.exitCode))) {
     if ((r as { code?: string }).code === "ENOENT") {
@@ -59,7 +60,7 @@ export async function runBytes(argv: readonly string[], opts: RunOptions = {}): 
     input: opts.input,
     reject: false,
     encoding: "buffer",
-    maxBuffer: 1024 * 1024 * 1024,
+    maxBuffer: GiB,
   });
   if (r.failed) {
     throw new ExternalToolError(argv, r.exitCode ?? null, Buffer.from(r.stderr as Uint8Array).toString(), opts.hint);

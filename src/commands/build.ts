@@ -1,6 +1,7 @@
 import { Args, Flags } from "@oclif/core";
 import { AclCommand } from "../lib/base-command.js";
 import { build, type BuildResult } from "../services/build.js";
+import { formatMiB } from "../util/size.js";
 
 export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { manifest: string; name: string; version: string; rootHash: string; artifacts: BuildResult["manifest"]["artifacts"] }> {
   static override summary = "Build an image from a TOML spec";
@@ -38,7 +39,7 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
       const total = res.stages.reduce((a, s) => a + s.ms, 0);
       this.log(`built ${m.name} ${m.version} (${m.microarch}) in ${(total / 1000).toFixed(1)} s → ${res.outDir}`);
       this.log(`  /usr root hash ${m.verity.rootHash}`);
-      for (const a of m.artifacts) this.log(`  ${a.path.padEnd(28)} ${a.kind.padEnd(14)} ${(a.size / 1048576).toFixed(1).padStart(8)} MiB`);
+      for (const a of m.artifacts) this.log(`  ${a.path.padEnd(28)} ${a.kind.padEnd(14)} ${formatMiB(a.size).padStart(12)}`);
       if (res.signed) this.log("  signed: SHA256SUMS, SHA256SUMS.sig, provenance.intoto.json, acl-signing.pub");
     }
     return {

@@ -86,9 +86,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const load = r.stage("load spec", opts.specPath);
   const spec = await loadSpec(opts.specPath);
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
-  // a key that cannot sign or an unknown kernel fails now, not after the first stages
-  const { signKey } = await preflight(spec, { signKey: opts.signKey });
+  // every missing host tool at once, then a key that cannot sign or an unknown kernel: now, not after the first stages
   await checkStages(BUILD_STAGES, spec);
+  const { signKey } = await preflight(spec, { signKey: opts.signKey });
   const epoch = await resolveSourceDateEpoch(spec, opts.sourceDateEpoch);
   const hostTools = await installedVersions([...TOOL_PACKAGES_RECORDED, ...stageRequirements(BUILD_STAGES, spec).map((q) => q.package)]);
   const timings: StageTiming[] = [{ stage: "load spec", ms: Math.round(load.end()), cached: false }];

@@ -4,7 +4,7 @@
  * name first and renamed into place, so a failed run never leaves half a key.
  */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
-import { chmod, lstat, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { UserError, fsReason } from "../errors.js";
 import { keyId, RSA_MODULUS_BITS, spkiPem, type KeyType } from "../formats/signature.js";
@@ -12,6 +12,7 @@ import { keyId, RSA_MODULUS_BITS, spkiPem, type KeyType } from "../formats/signa
 export { KEY_TYPES, type KeyType } from "../formats/signature.js";
 import { PRIVATE_KEY_FILE, PUBLIC_KEY_FILE } from "../stages/release/sign.js";
 import { makeDir } from "../util/fs.js";
+import { exists } from "../util/fs.js";
 
 export interface GenerateKeysOptions {
   outDir: string;
@@ -26,15 +27,6 @@ export interface GenerateKeysResult {
   keyId: string;
   privateKey: string;
   publicKey: string;
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function generate(type: KeyType): { privateKey: KeyObject; publicKey: KeyObject } {

@@ -10,6 +10,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { walk } from "./fs.js";
+import { MiB } from "./size.js";
 
 export function sha256Hex(bytes: Uint8Array | string): string {
   return createHash("sha256").update(bytes).digest("hex");
@@ -20,7 +21,7 @@ export interface FileDigest {
   sha256: string;
 }
 
-const STREAM_CHUNK = 4 * 1024 * 1024;
+const STREAM_CHUNK = 4 * MiB;
 
 /** Streaming sha256 and size of one file. */
 export async function sha256File(path: string, onBytes?: (n: number) => void): Promise<FileDigest> {

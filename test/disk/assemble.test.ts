@@ -18,7 +18,8 @@ import { decodeVhdFooter, vhdTimestamp } from "../../src/formats/vhd-footer.js";
 import { Manifest } from "../../src/pipeline/manifest.js";
 import { inspectDisk, type InspectResult } from "../../src/services/inspect.js";
 import { assembleDisk, diskRequirements, type AssembleDiskOptions, type AssembleDiskResult } from "../../src/stages/disk/assemble.js";
-import { deriveGuid, MiB, USR_A_PARTUUID, USR_B_PARTUUID } from "../../src/stages/disk/layout.js";
+import { deriveGuid, USR_A_PARTUUID, USR_B_PARTUUID } from "../../src/stages/disk/layout.js";
+import { MiB } from "../../src/util/size.js";
 import { acl } from "../helpers/cli.js";
 import { makeUsrPayload, type TestPayload } from "./usr-payload.js";
 

@@ -3,7 +3,7 @@
  * publish plan.json, plan.md, the PUT bodies, rollout.sh and rollback.sh
  * into one folder (written beside it, then renamed into place).
  */
-import { chmod, mkdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { UserError } from "../../errors.js";
 import { canonicalJson, readManifest } from "../../pipeline/manifest.js";
@@ -15,6 +15,7 @@ import { AksPlan } from "./plan-schema.js";
 import { renderPlanMarkdown } from "./render.js";
 import { rollbackScript, rolloutScript } from "./scripts.js";
 import { makeDir } from "../../util/fs.js";
+import { exists } from "../../util/fs.js";
 
 export interface AksPlanOptions extends PlanOptions {
   clusterFile: string;
@@ -32,15 +33,6 @@ export interface AksPlanResult {
   outDir: string;
   files: string[];
   plan: AksPlan;
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export async function aksPlan(o: AksPlanOptions): Promise<AksPlanResult> {

@@ -10,12 +10,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AKS_API_VERSION, AKS_DATA_DIR } from "./agentpool-schema.js";
 import type { AksPlan, PoolPlan } from "./plan-schema.js";
+import { shellWord } from "../../util/shell.js";
 
-/** Quote a value for bash (single quotes). */
-export function sq(v: string | number): string {
-  const s = String(v);
-  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
+/** Quote a value for bash (single quotes unless plain). */
+const sq = shellWord;
 
 function header(plan: AksPlan, kind: "rollout" | "rollback"): string[] {
   const c = plan.cluster;

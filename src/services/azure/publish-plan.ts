@@ -17,10 +17,10 @@ import { decodeVhdFooter, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "../../formats/
 import { run } from "../../adapters/exec.js";
 import type { Reporter } from "../../output/reporter.js";
 import { makeDir } from "../../util/fs.js";
+import { MiB as MIB } from "../../util/size.js";
 
 /** Microsoft.Compute/galleries API version used by the template. */
 export const GALLERY_API_VERSION = "2023-07-03";
-const MIB = 1024 * 1024;
 
 export interface PublishPlanOptions {
   /** Output folder of `acl build`. */

@@ -25,8 +25,8 @@
 import { createHash } from "node:crypto";
 import { UserError } from "../../errors.js";
 import { setSlotState, TYPE_GUIDS, type GptPartition, type GptTable, type SectorSize } from "../../formats/gpt.js";
+import { MiB } from "../../util/size.js";
 
-export const MiB = 1024 * 1024;
 
 /** Flatcar's fixed PARTUUID of USR-A (`verity.usr=PARTUUID=...`). */
 export const USR_A_PARTUUID = "7130C94A-213A-4E5A-8E26-6CCE9662F132";

@@ -34,6 +34,7 @@ import {
   uuidToBytes,
 } from "../../formats/verity.js";
 import { CTRL_ABORT, CTRL_DONE_CHUNKS, CTRL_LENGTH, hashClaimedChunks, type LeafJob, type VerityWorkerReply } from "../../formats/verity-worker.js";
+import { MiB } from "../../util/size.js";
 
 export interface HashOptions {
   /** Worker threads for the leaf level (default: one per core besides the calling thread's, at most 8; 0 = hash in this thread only). */
@@ -52,9 +53,9 @@ export interface AppendVerityOptions extends HashOptions {
 }
 
 /** Inputs up to this size are hashed by the calling thread alone: starting a worker would cost more. */
-const INLINE_LIMIT = 16 * 1024 * 1024;
+const INLINE_LIMIT = 16 * MiB;
 /** Bytes per unit of work (a worker message, or one step of the calling thread). */
-const CHUNK_BYTES = 1024 * 1024;
+const CHUNK_BYTES = MiB;
 /** Chunks the calling thread hashes between turns of its event loop. */
 const CALLER_RUN_CHUNKS = 4;
 const MAX_WORKERS = 8;

@@ -16,6 +16,7 @@ import { UserError } from "../../../errors.js";
 import { sha256Files } from "../../../util/hash.js";
 import type { SourceType } from "./source.js";
 import { applyLayerTar, LAYER_TOOLS, type ApplyLayerOptions, type LayerStats } from "./tar-apply.js";
+import { MiB } from "../../../util/size.js";
 
 export interface ArchiveApplyOptions {
   /** Pick one image when the archive holds several (a ref.name annotation or a RepoTag). */
@@ -63,7 +64,7 @@ export interface ArchiveIndex {
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
-const MAX_JSON_BYTES = 16 * 1024 * 1024;
+const MAX_JSON_BYTES = 16 * MiB;
 const MAX_LINK_HOPS = 16;
 
 export const MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json";
