@@ -32,19 +32,19 @@ async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Build images/NAME.toml once per spec content; returns the output folder. */
-export async function builtImage(name: string): Promise<string> {
+/** Build images/NAME.toml (or another spec) once per spec content; returns the output folder. */
+export async function builtImage(name: string, spec = `images/${name}.toml`): Promise<string> {
   return withLock(name, async () => {
     const out = join(TEST_OUT, name);
-    const specDigest = createHash("sha256").update(await readFile(join(REPO, "images", `${name}.toml`))).digest("hex");
+    const specDigest = createHash("sha256").update(await readFile(join(REPO, spec))).digest("hex");
     try {
       const m = JSON.parse(await readFile(join(out, "manifest.json"), "utf8")) as { specDigest: string };
       if (m.specDigest === specDigest && process.env.ACL_TEST_REBUILD !== "1") return out;
     } catch {
       /* not built yet */
     }
-    const r = await acl(["build", `images/${name}.toml`, "--out", out], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
-    if (r.exitCode !== 0) throw new Error(`acl build images/${name}.toml failed (${r.exitCode}):\n${r.stderr.slice(-4000)}`);
+    const r = await acl(["build", spec, "--out", out], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
+    if (r.exitCode !== 0) throw new Error(`acl build ${spec} failed (${r.exitCode}):\n${r.stderr.slice(-4000)}`);
     return out;
   });
 }
