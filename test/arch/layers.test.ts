@@ -3,22 +3,14 @@
  * the table in docs/ARCHITECTURE.md, so the two cannot disagree), and no
  * import cycle between files anywhere.
  */
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
+import { tsFiles } from "../helpers/ts-files.js";
 
 const REPO = join(import.meta.dirname, "../..");
 const SRC = join(REPO, "src");
 
-async function files(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await files(p)));
-    else if (e.name.endsWith(".ts")) out.push(p);
-  }
-  return out.sort();
-}
 
 interface Import {
   file: string;
@@ -29,7 +21,7 @@ const IMPORT_RE = /(?:^|\n)\s*(?:import|export)\s[^;]*?from\s+["']([^"']+)["']|i
 
 async function imports(): Promise<Import[]> {
   const out: Import[] = [];
-  for (const f of await files(SRC)) {
+  for (const f of await tsFiles(SRC)) {
     const text = await readFile(f, "utf8");
     for (const m of text.matchAll(IMPORT_RE)) out.push({ file: relative(SRC, f), spec: (m[1] ?? m[2])! });
   }
@@ -75,7 +67,7 @@ describe("layering", () => {
 
   it("every src/ folder is in the table of docs/ARCHITECTURE.md, and the table names no other", async () => {
     const table = await layerTable();
-    const folders = [...new Set((await files(SRC)).map((f) => layer(relative(SRC, f))))].sort();
+    const folders = [...new Set((await tsFiles(SRC)).map((f) => layer(relative(SRC, f))))].sort();
     expect([...table.keys()].sort()).toEqual(folders);
   });
 

@@ -5,24 +5,16 @@
  * missing tool is reported before the first stage instead of in the middle of
  * the build.
  */
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadSpec, type ImageSpec } from "../../src/config/spec.js";
 import { stageRequirements } from "../../src/pipeline/runner.js";
 import { BUILD_STAGES } from "../../src/stages/index.js";
+import { tsFiles } from "../helpers/ts-files.js";
 
 const STAGES = join(import.meta.dirname, "../../src/stages");
 
-async function files(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await files(p)));
-    else if (e.name.endsWith(".ts")) out.push(p);
-  }
-  return out;
-}
 
 /** Specs that between them make every stage declare everything it can need. */
 async function specs(): Promise<Readonly<ImageSpec>[]> {
@@ -49,7 +41,7 @@ describe("stage requirements", () => {
     const found = new Set<string>();
     for (const stage of BUILD_STAGES) {
       const declared = new Set(all.flatMap((s) => stage.requires(s).flatMap((r) => ("tool" in r ? [r.tool] : []))));
-      for (const f of await files(join(STAGES, stage.name))) {
+      for (const f of await tsFiles(join(STAGES, stage.name))) {
         const text = await readFile(f, "utf8");
         for (const m of text.matchAll(/\b(?:run|runBytes|tool)\(\s*\[\s*"([^"]+)"/g)) {
           found.add(m[1]!);

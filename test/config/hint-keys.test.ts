@@ -5,23 +5,15 @@
  * a table and key ("[policy] allow_setuid"), a table with its keys
  * ("an [aks] section (os_sku, …)"), and array tables ("[[groups]]").
  */
-import { readdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ImageSpecSchema } from "../../src/config/spec-schema.js";
+import { tsFiles } from "../helpers/ts-files.js";
 
 const SRC = join(import.meta.dirname, "../../src");
 type Def = { _zod: { def: Record<string, unknown> & { type: string } } };
 
-async function sources(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await sources(p)));
-    else if (e.name.endsWith(".ts")) out.push(p);
-  }
-  return out.sort();
-}
 
 /** The schemas a value at `path` may have (unions: every member). */
 function at(schema: Def, path: readonly (string | number)[]): Def[] {
@@ -83,7 +75,7 @@ function references(file: string, text: string): Ref[] {
 
 describe("spec keys in messages and hints", () => {
   it("finds the references this test relies on", async () => {
-    const all = (await Promise.all((await sources(SRC)).map(async (f) => references(relative(SRC, f), await readFile(f, "utf8"))))).flat();
+    const all = (await Promise.all((await tsFiles(SRC)).map(async (f) => references(relative(SRC, f), await readFile(f, "utf8"))))).flat();
     const texts = all.map((r) => r.text);
     for (const t of ["'partitions.usr'", "'microarch'", "[policy] allow_setuid", "[[groups]]", "'sources[].ref'", "'kernel.package'"]) {
       expect(texts.some((x) => x.startsWith(t)), t).toBe(true);
@@ -93,7 +85,7 @@ describe("spec keys in messages and hints", () => {
 
   it("name keys that exist in the schema", async () => {
     const bad: string[] = [];
-    for (const f of await sources(SRC)) {
+    for (const f of await tsFiles(SRC)) {
       for (const r of references(relative(SRC, f), await readFile(f, "utf8"))) if (!isKey(r.path)) bad.push(`${r.file}: ${r.text}`);
     }
     expect(bad).toEqual([]);
@@ -112,7 +104,7 @@ describe("spec keys in messages and hints", () => {
 
   it("no message uses the old names (disk.espMiB, the spec's disk … size, camelCase [aks] keys)", async () => {
     const bad: string[] = [];
-    for (const f of await sources(SRC)) {
+    for (const f of await tsFiles(SRC)) {
       const text = await readFile(f, "utf8");
       for (const m of text.matchAll(/disk\.\$\{key\}|disk\.(esp|usr|oem|root)MiB|the spec's disk|\[aks\][^"`]*(osSku|nodeImageVersion|minKubernetesVersion)/g)) bad.push(`${relative(SRC, f)}: ${m[0]}`);
     }
