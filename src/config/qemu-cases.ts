@@ -8,13 +8,13 @@ import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.js";
+import { MICROARCHES, microarchRank, type Microarch } from "../formats/microarch.js";
 
 export const QEMU_DIR = fileURLToPath(new URL("../../qemu/", import.meta.url));
 
-export const Level = z.enum(["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"]);
-export type Level = z.infer<typeof Level>;
-export const LEVELS: readonly Level[] = Level.options;
-export const levelRank = (l: Level): number => LEVELS.indexOf(l);
+export const Level = z.enum(MICROARCHES);
+export type Level = Microarch;
+export const levelRank = microarchRank;
 
 const Firmware = z.enum(["uefi", "direct"]);
 
@@ -94,12 +94,6 @@ export async function loadCases(dir = QEMU_DIR): Promise<BootCase[]> {
 /** The default model for a level, or undefined when none reaches it (x86-64-v4 under TCG). */
 export function defaultModelFor(models: CpuModels, level: Level): CpuModel | undefined {
   return models.models.find((m) => m.level === level && m.default) ?? models.models.find((m) => m.level === level);
-}
-
-/** The level just below, or undefined for the baseline. */
-export function levelBelow(level: Level): Level | undefined {
-  const i = levelRank(level);
-  return i > 0 ? LEVELS[i - 1] : undefined;
 }
 
 export function findModel(models: CpuModels, name: string): CpuModel {

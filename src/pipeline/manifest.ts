@@ -7,6 +7,7 @@ import { z } from "zod";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UserError } from "../errors.js";
+import { MICROARCHES } from "../formats/microarch.js";
 
 export const MANIFEST_FILE = "manifest.json";
 export const MANIFEST_SCHEMA_VERSION = 1;
@@ -74,7 +75,7 @@ export const Manifest = z.strictObject({
   name: z.string(),
   version: z.string(),
   arch: z.literal("x86_64"),
-  microarch: z.enum(["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"]),
+  microarch: z.enum(MICROARCHES),
   sourceDateEpoch: z.number().int().nonnegative(),
   /** sha256 of the spec file's bytes. */
   specDigest: z.string().regex(/^[0-9a-f]{64}$/),

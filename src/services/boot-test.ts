@@ -10,10 +10,11 @@ import { dirname, join, resolve } from "node:path";
 import { bootQemu, createOverlay, prepareOvmfVars, readByte, writeByte, type Firmware, type QemuBootResult } from "../adapters/qemu.js";
 import { requireTools } from "../adapters/exec.js";
 import {
-  defaultModelFor, findModel, levelBelow, levelRank, loadCases, loadCpuModels, QEMU_DIR,
+  defaultModelFor, findModel, levelRank, loadCases, loadCpuModels, QEMU_DIR,
   type BootCase, type CpuModel, type Level,
 } from "../config/qemu-cases.js";
 import { UserError } from "../errors.js";
+import { highestMicroarch, levelBelow } from "../formats/microarch.js";
 import type { Reporter } from "../output/reporter.js";
 import { readManifest, type Manifest } from "../pipeline/manifest.js";
 import { BOOT_CHECK_REQUEST } from "../stages/rootfs/guest-checks.js";
@@ -125,11 +126,7 @@ export function parseConsole(lines: readonly { ms: number; text: string }[]): Co
 }
 
 /** The highest x86-64-vN in a list, or "x86-64" when none. */
-export function highestLevel(levels: readonly string[]): Level {
-  let best: Level = "x86-64";
-  for (const l of levels) if ((["x86-64-v2", "x86-64-v3", "x86-64-v4"] as string[]).includes(l) && levelRank(l as Level) > levelRank(best)) best = l as Level;
-  return best;
-}
+export const highestLevel = highestMicroarch;
 
 /** Judge one run. Pure: console facts + QEMU's ending in, verdict out. */
 export function judge(opts: {

@@ -1,7 +1,8 @@
 /** The boot-test judge and planner on console transcripts (pure). */
 import { describe, expect, it } from "vitest";
 import { highestLevel, judge, parseConsole, planRuns, junitXml, type BootTestResult } from "../../src/services/boot-test.js";
-import { loadCases, loadCpuModels, defaultModelFor, findModel, levelBelow } from "../../src/config/qemu-cases.js";
+import { loadCases, loadCpuModels, defaultModelFor, findModel } from "../../src/config/qemu-cases.js";
+import { levelBelow } from "../../src/formats/microarch.js";
 import { qemuArgv } from "../../src/adapters/qemu.js";
 
 const L = (...t: string[]) => t.map((text, i) => ({ ms: 1000 + i * 10, text }));

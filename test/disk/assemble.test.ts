@@ -206,7 +206,7 @@ describe("assembleDisk", () => {
     const err = await assembleDisk({ ...opts(3), usrPayload: big }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
     expect((err as UserError).message).toMatch(/does not fit the USR-A slot \(8\.0 MiB\): USR-A 9\.0 MiB of 8\.0 MiB \(112\.5%\), USR-B 0\.0 MiB of 8\.0 MiB \(0%\)/);
-    expect((err as UserError).hint).toMatch(/at least 9 MiB/);
+    expect((err as UserError).hint).toMatch(/at least "9MiB"/);
   });
 
   it("rejects an ESP too small for FAT32, a missing payload and ESP names FAT cannot tell apart", async () => {
