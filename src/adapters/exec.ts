@@ -32,7 +32,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   if (!file) throw new Error("run: empty argv");
   const r = await execa(file, args, {
     cwd: opts.cwd,
-    env: { LC_ALL: "C", ...opts.env },
+    env: { PATH: toolPath(), LC_ALL: "C", ...opts.env },
     input: opts.input,
     reject: false,
     timeout: opts.timeoutMs,
@@ -56,7 +56,7 @@ export async function runBytes(argv: readonly string[], opts: RunOptions = {}): 
   if (!file) throw new Error("runBytes: empty argv");
   const r = await execa(file, args, {
     cwd: opts.cwd,
-    env: { LC_ALL: "C", ...opts.env },
+    env: { PATH: toolPath(), LC_ALL: "C", ...opts.env },
     input: opts.input,
     reject: false,
     encoding: "buffer",
@@ -169,7 +169,7 @@ export async function toolVersion(tool: string, args: string[] = ["--version"]):
   const key = `${tool} ${args.join(" ")}`;
   const hit = versionCache.get(key);
   if (hit !== undefined) return hit;
-  const r = await execa(tool, args, { reject: false, all: true, env: { LC_ALL: "C" } });
+  const r = await execa(tool, args, { reject: false, all: true, env: { PATH: toolPath(), LC_ALL: "C" } });
   const line = String(r.all ?? "").split("\n").find((l) => l.trim()) ?? "unknown";
   versionCache.set(key, line.trim());
   return line.trim();

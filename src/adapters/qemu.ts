@@ -10,7 +10,7 @@ import { execa, type ResultPromise } from "execa";
 import { createWriteStream } from "node:fs";
 import { copyFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { run } from "./exec.js";
+import { run, toolPath } from "./exec.js";
 import { UserError } from "../errors.js";
 
 export const QEMU_BINARY = "qemu-system-x86_64";
@@ -149,7 +149,7 @@ export async function bootQemu(o: QemuBootOptions): Promise<QemuBootResult> {
       stdout: "pipe",
       stderr: "pipe",
       buffer: { stdout: false, stderr: true },
-      env: { LC_ALL: "C" },
+      env: { PATH: toolPath(), LC_ALL: "C" },
     });
   } catch (e) {
     log.end();

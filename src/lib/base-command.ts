@@ -5,7 +5,6 @@
  * 2 (usage) or 70 (bug), never a stack trace (ACL_DEBUG=1 shows it).
  */
 import { Command } from "@oclif/core";
-import { toolPath } from "../adapters/exec.js";
 import { createReporter, type Reporter } from "../output/reporter.js";
 import { isOclifExit, reportFailure } from "./cli-errors.js";
 
@@ -14,11 +13,6 @@ export abstract class AclCommand<T> extends Command {
 
   protected reporter(): Reporter {
     return createReporter(this.jsonEnabled() ? "json" : undefined);
-  }
-
-  override async init(): Promise<void> {
-    process.env.PATH = toolPath();
-    await super.init();
   }
 
   abstract override run(): Promise<T>;

@@ -69,6 +69,34 @@ describe("user errors", () => {
   });
 });
 
+describe("spec values `spec check` used to let through", () => {
+  it("sizes without a unit, below a partition's minimum or not whole MiB, and decimal modes: exit 1 with the key and the fix", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "acl-cli-values-"));
+    const head = `name = "t"\nversion = "1"\n[[sources]]\ntype = "dir"\npath = "."\n`;
+    const cases: [string, string, RegExp, RegExp][] = [
+      ["esp = 64", "partitions.esp", /'partitions\.esp' is 64, a number without a unit/, /esp = "64MiB"/],
+      ['esp = "1B"', "partitions.esp", /'partitions\.esp' is "1B" \(1 byte\), not a whole number of MiB/, /aligned to 1 MiB/],
+      ['root = "0MiB"', "partitions.root", /'partitions\.root' is 0 MiB; ROOT \(ext4 with a journal\) needs at least 8 MiB/, /root = "8MiB" or more/],
+      ['usr = "1.5"', "partitions.usr", /'partitions\.usr' is "1\.5", which is not a size/, /add a unit/],
+    ];
+    for (const [line, key, message, hint] of cases) {
+      const spec = join(dir, "s.toml");
+      await writeFile(spec, `${head}[partitions]\n${line}\n`);
+      const r = await acl(["spec", "check", spec]);
+      expect(r.exitCode, line).toBe(1);
+      expect(r.stderr, line).toMatch(message);
+      expect(r.stderr, line).toMatch(new RegExp(`\nhint: .*${hint.source}`));
+      const j = jsonError((await acl(["spec", "check", spec, "--json"])).stdout);
+      expect(j.key, line).toBe(key);
+    }
+    const spec = join(dir, "mode.toml");
+    await writeFile(spec, `${head}[[files]]\npath = "/etc/motd"\ncontent = "hi"\nmode = 644\n`);
+    const r = await acl(["spec", "check", spec]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`error: ${spec}:9:8: 'files[0].mode' = 644 is a decimal integer, which would be mode 0o1204; did you mean 0o644?\nhint: write modes as a string ("0644") or as TOML octal (0o644)`);
+  });
+});
+
 describe("bugs", () => {
   it("anything that is not a user's problem exits 70, says it is a bug and where to report it", () => {
     const r = errorReport(new TypeError("cannot read properties of undefined (reading 'x')"));
