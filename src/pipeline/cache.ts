@@ -5,10 +5,15 @@
  * rename, so a crash never leaves a half-written entry that looks valid.
  */
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile, readdir } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rename, rm, stat, utimes, writeFile, readdir } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { canonicalJson } from "./manifest.js";
+
+/** Entries kept per stage beyond those used recently. */
+export const KEEP_ENTRIES = 3;
+/** An entry used within this time is never pruned (a build beside this one may be using it). */
+export const PRUNE_GRACE_MS = 6 * 3600_000;
 
 export function stageId(name: string, inputs: unknown): string {
   return createHash("sha256").update(name).update("\0").update(canonicalJson(inputs)).digest("hex");
@@ -31,15 +36,23 @@ export class StageCache {
     return join(this.root, "stages", `${name}-${id.slice(0, 32)}`);
   }
 
-  /** The metadata of a committed entry, or undefined. */
+  /** The metadata of a committed entry, or undefined. A hit marks the entry as used now. */
   async lookup<T>(name: string, id: string): Promise<T | undefined> {
     if (!this.enabled) return undefined;
     try {
       const meta = JSON.parse(await readFile(join(this.dir(name, id), "stage.json"), "utf8")) as { id: string; meta: T };
-      return meta.id === id ? meta.meta : undefined;
+      if (meta.id !== id) return undefined;
+      await this.touch(name, id);
+      return meta.meta;
     } catch {
       return undefined;
     }
+  }
+
+  /** Mark an entry as used now (its folder's mtime is its last use). */
+  private async touch(name: string, id: string): Promise<void> {
+    const now = new Date();
+    await utimes(this.dir(name, id), now, now);
   }
 
   /** A fresh folder to build an entry in. */
@@ -55,20 +68,27 @@ export class StageCache {
     await mkdir(join(this.root, "stages"), { recursive: true });
     await rm(dest, { recursive: true, force: true });
     await rename(scratchDir, dest);
-    await this.prune(name, 3);
+    await this.touch(name, id);
+    await this.prune(name, KEEP_ENTRIES);
     return dest;
   }
 
-  /** Keep only the newest `keep` entries of a stage. */
-  async prune(name: string, keep: number): Promise<void> {
+  /**
+   * Keep the `keep` most recently used entries of a stage, and every entry
+   * used within `graceMs`: another build running beside this one may be
+   * reading an entry it just looked up or made.
+   */
+  async prune(name: string, keep: number, graceMs = PRUNE_GRACE_MS): Promise<void> {
     const dir = join(this.root, "stages");
     const entries: { p: string; t: number }[] = [];
     for (const e of await readdir(dir)) {
       if (!e.startsWith(`${name}-`)) continue;
       const p = join(dir, e);
-      entries.push({ p, t: (await stat(p)).mtimeMs });
+      const st = await stat(p).catch(() => undefined);
+      if (st) entries.push({ p, t: st.mtimeMs });
     }
     entries.sort((a, b) => b.t - a.t);
-    for (const old of entries.slice(keep)) await rm(old.p, { recursive: true, force: true });
+    const cutoff = Date.now() - graceMs;
+    for (const old of entries.slice(keep)) if (old.t < cutoff) await rm(old.p, { recursive: true, force: true });
   }
 }

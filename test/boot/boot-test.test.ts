@@ -97,7 +97,7 @@ describe("acl boot-test on a v3 image (busybox init)", () => {
     expect(r.exitCode).toBe(1);
     const res = JSON.parse(r.stdout) as BootTestResult;
     expect([res.passed, res.failed]).toEqual([0, 1]);
-    expect(res.runs[0]!.reason).toMatch(/^timed out after [34] s; (last seen: "(Linux version|acl-init: )|nothing recognisable on the console)/);
+    expect(res.runs[0]!.reason).toMatch(/^timed out after [34] s; (last seen: "(Linux version|Run \/init as init process|acl-init: )|nothing recognisable on the console)/);
     expect(res.runs[0]!.durationMs).toBeLessThan(8_000);
   }, 120_000);
 
