@@ -39,11 +39,16 @@ export class StageCache {
   /** The metadata of a committed entry, or undefined. A hit marks the entry as used now. */
   async lookup<T>(name: string, id: string): Promise<T | undefined> {
     if (!this.enabled) return undefined;
+    const meta = await this.read<T>(name, id);
+    if (meta !== undefined) await this.touch(name, id);
+    return meta;
+  }
+
+  /** An entry's metadata when its folder holds a valid entry for `id`. */
+  private async read<T>(name: string, id: string): Promise<T | undefined> {
     try {
-      const meta = JSON.parse(await readFile(join(this.dir(name, id), "stage.json"), "utf8")) as { id: string; meta: T };
-      if (meta.id !== id) return undefined;
-      await this.touch(name, id);
-      return meta.meta;
+      const entry = JSON.parse(await readFile(join(this.dir(name, id), "stage.json"), "utf8")) as { id: string; meta: T };
+      return entry.id === id ? entry.meta : undefined;
     } catch {
       return undefined;
     }
@@ -61,13 +66,34 @@ export class StageCache {
     return mkdtemp(join(this.root, "tmp", `${name}-`));
   }
 
-  /** Commit a scratch folder as the entry for (name, id). */
+  /**
+   * Commit a scratch folder as the entry for (name, id). When another build
+   * committed the same id meanwhile, its entry stays (it may be reading it;
+   * ids are content addresses, so the two are the same) and ours is dropped;
+   * a folder in the way that is not a valid entry (or any, with --no-cache)
+   * is moved aside first.
+   */
   async commit<T>(scratchDir: string, name: string, id: string, meta: T): Promise<string> {
     await writeFile(join(scratchDir, "stage.json"), canonicalJson({ id, name, meta }));
     const dest = this.dir(name, id);
     await mkdir(join(this.root, "stages"), { recursive: true });
-    await rm(dest, { recursive: true, force: true });
-    await rename(scratchDir, dest);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await rename(scratchDir, dest);
+        break;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if ((code !== "ENOTEMPTY" && code !== "EEXIST") || attempt > 2) throw e;
+        // (with --no-cache the fresh entry replaces the old one: that is what the flag asks for)
+        if (this.enabled && (await this.read(name, id)) !== undefined) {
+          await rm(scratchDir, { recursive: true, force: true });
+          break;
+        }
+        const aside = await mkdtemp(join(this.root, "tmp", `${name}-stale-`));
+        await rename(dest, join(aside, "entry")).catch(() => undefined);
+        await rm(aside, { recursive: true, force: true });
+      }
+    }
     await this.touch(name, id);
     await this.prune(name, KEEP_ENTRIES);
     return dest;

@@ -49,3 +49,27 @@ describe("stage cache", () => {
     expect((await stat(cache.dir("usr", ids[0]!))).mtimeMs).toBeGreaterThan(Date.now() - 60_000);
   });
 });
+
+describe("stage cache commits", () => {
+  it("a second commit of the same id keeps the first entry (a build may be reading it) and drops its own scratch", async () => {
+    const { cache, ids } = await cacheWith(1);
+    const dir = cache.dir("usr", ids[0]!);
+    const before = (await stat(join(dir, "usr.img"))).ino;
+    const s = await cache.scratch("usr");
+    await writeFile(join(s, "usr.img"), "entry 0");
+    expect(await cache.commit(s, "usr", ids[0]!, { i: 0 })).toBe(dir);
+    expect((await stat(join(dir, "usr.img"))).ino).toBe(before);
+    expect(await readdir(join(cache.root, "tmp"))).toEqual([]);
+  });
+
+  it("replaces a folder in the way that is not a valid entry", async () => {
+    const { cache, ids } = await cacheWith(1);
+    const dir = cache.dir("usr", ids[0]!);
+    await writeFile(join(dir, "stage.json"), "{ broken");
+    const s = await cache.scratch("usr");
+    await writeFile(join(s, "usr.img"), "fresh");
+    await cache.commit(s, "usr", ids[0]!, { i: 0 });
+    expect(await cache.lookup("usr", ids[0]!)).toEqual({ i: 0 });
+    expect(await readdir(join(cache.root, "tmp"))).toEqual([]);
+  });
+});
