@@ -19,6 +19,7 @@ import type { Reporter } from "../output/reporter.js";
 import { readManifest, type Manifest } from "../pipeline/manifest.js";
 import { BOOT_CHECK_REQUEST } from "../stages/rootfs/guest-checks.js";
 import { makeDir } from "../util/fs.js";
+import { mapLimit } from "../util/pool.js";
 
 export const DEFAULT_TIMEOUT_SEC = 240;
 export const DEFAULT_PARALLEL = 2;
@@ -235,19 +236,6 @@ function artifactPath(m: Manifest, outDir: string, kinds: string[]): { path: str
   return undefined;
 }
 
-async function pool<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(n, items.length)) }, worker));
-  return out;
-}
-
 const xml = (s: string) => s.replace(/[<>&"']/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&apos;" })[c]!).replace(/[\x00-\x08\x0b\x0c\x0e-\x1f]/g, "");
 
 export function junitXml(r: BootTestResult, tails: Map<string, string>): string {
@@ -308,7 +296,7 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
   const tails = new Map<string, string>();
   try {
     // one run's setup failure (qemu-img, qemu-io, a missing partition) fails that run, not the others
-    const runs = await pool(plan, opts.parallel ?? DEFAULT_PARALLEL, (p) =>
+    const runs = await mapLimit(plan, opts.parallel ?? DEFAULT_PARALLEL, (p) =>
       runOne(p).catch((e: unknown): BootRun => ({
         id: p.id, case: p.bootCase.name, cpu: p.cpu.name, cpuLevel: p.cpu.level, firmware: p.firmware, expected: p.expected,
         passed: false, reason: `could not run: ${(e as Error).message.split("\n")[0]}`, durationMs: 0, checks: [],

@@ -10,6 +10,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { walk } from "./fs.js";
+import { mapLimit } from "./pool.js";
 import { MiB } from "./size.js";
 
 export function sha256Hex(bytes: Uint8Array | string): string {
@@ -61,16 +62,7 @@ function hashInWorker(path: string): Promise<string> {
 
 /** sha256 (hex) of each path, in the order given, a few files at a time in worker threads. */
 export async function sha256Files(paths: readonly string[], parallel = Math.max(1, Math.min(4, availableParallelism()))): Promise<string[]> {
-  const out: string[] = new Array(paths.length);
-  let next = 0;
-  const lane = async () => {
-    while (next < paths.length) {
-      const i = next++;
-      out[i] = await hashInWorker(paths[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(parallel, paths.length) }, lane));
-  return out;
+  return mapLimit(paths, parallel, hashInWorker);
 }
 
 /** Digest of a folder's content: paths, types, modes, owners, link targets and file bytes, in sorted order. */
