@@ -88,41 +88,30 @@ export interface ErrorReport {
   exitCode: number;
 }
 
-/** errno codes that are about a path the user gave or a folder acl writes into. */
-const PATH_ERRORS: Readonly<Record<string, (path: string) => { message: string; hint: string }>> = {
-  ENOENT: (p) => ({ message: `${p} does not exist`, hint: "check the path" }),
-  ENOTDIR: (p) => ({ message: `${p}: a part of this path is not a folder`, hint: "check the path" }),
-  EISDIR: (p) => ({ message: `${p} is a folder, but a file was expected here`, hint: "pass the path of a file" }),
-  EACCES: (p) => ({ message: `permission denied: ${p}`, hint: "check the permissions of the path (acl builds run as root)" }),
-  EPERM: (p) => ({ message: `operation not permitted on ${p}`, hint: "check the permissions and attributes of the path (acl builds run as root)" }),
-  EROFS: (p) => ({ message: `${p} is on a read-only file system`, hint: "choose a writable folder" }),
-  ENOSPC: (p) => ({ message: `no space left on the device holding ${p}`, hint: "free space there, or choose a folder on a larger file system" }),
-  EDQUOT: (p) => ({ message: `disk quota exceeded on the device holding ${p}`, hint: "free space there, or choose a folder on another file system" }),
-  EEXIST: (p) => ({ message: `${p} already exists`, hint: "remove it or choose another path" }),
-  ELOOP: (p) => ({ message: `${p}: too many levels of symbolic links`, hint: "check the symbolic links on the path" }),
-  ENAMETOOLONG: (p) => ({ message: `${p}: file name too long`, hint: "use a shorter path" }),
-  EMFILE: (p) => ({ message: `too many open files while opening ${p}`, hint: "raise the open-file limit (ulimit -n)" }),
-};
-
-const REASONS: Readonly<Record<string, string>> = {
-  ENOENT: "it does not exist",
-  ENOTDIR: "a part of the path is not a folder",
-  EISDIR: "it is a folder, not a file",
-  EACCES: "permission denied",
-  EPERM: "operation not permitted",
-  EROFS: "the file system is read-only",
-  ENOSPC: "no space left on the device",
-  EDQUOT: "disk quota exceeded",
-  EEXIST: "something of that name already exists",
-  ELOOP: "too many levels of symbolic links",
-  ENAMETOOLONG: "the name is too long",
+/**
+ * errno codes about a path the user gave or a folder acl writes into: the
+ * reason in words (for "cannot read X: …"), the message naming the path, the fix.
+ */
+const ERRNO: Readonly<Record<string, { reason: string; message: (path: string) => string; hint: string }>> = {
+  ENOENT: { reason: "it does not exist", message: (p) => `${p} does not exist`, hint: "check the path" },
+  ENOTDIR: { reason: "a part of the path is not a folder", message: (p) => `${p}: a part of this path is not a folder`, hint: "check the path" },
+  EISDIR: { reason: "it is a folder, not a file", message: (p) => `${p} is a folder, but a file was expected here`, hint: "pass the path of a file" },
+  EACCES: { reason: "permission denied", message: (p) => `permission denied: ${p}`, hint: "check the permissions of the path (acl builds run as root)" },
+  EPERM: { reason: "operation not permitted", message: (p) => `operation not permitted on ${p}`, hint: "check the permissions and attributes of the path (acl builds run as root)" },
+  EROFS: { reason: "the file system is read-only", message: (p) => `${p} is on a read-only file system`, hint: "choose a writable folder" },
+  ENOSPC: { reason: "no space left on the device", message: (p) => `no space left on the device holding ${p}`, hint: "free space there, or choose a folder on a larger file system" },
+  EDQUOT: { reason: "disk quota exceeded", message: (p) => `disk quota exceeded on the device holding ${p}`, hint: "free space there, or choose a folder on another file system" },
+  EEXIST: { reason: "something of that name already exists", message: (p) => `${p} already exists`, hint: "remove it or choose another path" },
+  ELOOP: { reason: "too many levels of symbolic links", message: (p) => `${p}: too many levels of symbolic links`, hint: "check the symbolic links on the path" },
+  ENAMETOOLONG: { reason: "the name is too long", message: (p) => `${p}: file name too long`, hint: "use a shorter path" },
+  EMFILE: { reason: "too many open files", message: (p) => `too many open files while opening ${p}`, hint: "raise the open-file limit (ulimit -n)" },
 };
 
 /** Why a file-system call failed, in words, with the errno code: "it does not exist (ENOENT)". */
 export function fsReason(err: unknown): string {
   const e = err as NodeJS.ErrnoException | undefined;
   const code = typeof e?.code === "string" ? e.code : undefined;
-  if (code && REASONS[code]) return `${REASONS[code]} (${code})`;
+  if (code && ERRNO[code]) return `${ERRNO[code].reason} (${code})`;
   return code ?? (err instanceof Error ? err.message : String(err));
 }
 
@@ -130,8 +119,8 @@ export function fsReason(err: unknown): string {
 export function pathError(err: unknown): UserError | undefined {
   const e = err as NodeJS.ErrnoException | undefined;
   if (!e || typeof e !== "object" || typeof e.code !== "string") return undefined;
-  const describe = PATH_ERRORS[e.code];
-  if (!describe) return undefined;
+  const known = ERRNO[e.code];
+  if (!known) return undefined;
   const path = e.path ?? (e as { dest?: string }).dest;
   if (!path) {
     if (e.code === "ENOSPC" || e.code === "EDQUOT")
@@ -140,8 +129,7 @@ export function pathError(err: unknown): UserError | undefined {
       });
     return undefined;
   }
-  const d = describe(path);
-  return new UserError(d.message, { file: path, hint: d.hint });
+  return new UserError(known.message(path), { file: path, hint: known.hint });
 }
 
 /** Turn any thrown value into what the CLI reports. */
@@ -165,11 +153,6 @@ function bugHint(): string {
 export function formatErrorReport(r: ErrorReport): string {
   const where = r.file && !r.message.includes(r.file) ? `${r.file}: ` : "";
   return `error: ${where}${r.message}` + (r.hint ? `\nhint: ${r.hint}` : "");
-}
-
-/** Render any error for a human. */
-export function formatError(err: unknown): string {
-  return formatErrorReport(errorReport(err));
 }
 
 /** The JSON printed on stdout for a failure with --json: one small object. */

@@ -317,30 +317,30 @@ async function checkReferences(file: string, specDir: string, data: ImageSpecDat
 }
 
 function checkCrossReferences(file: string, data: ImageSpecData): void {
-  const fail = (msg: string, hint: string) => {
-    throw new UserError(`${file}: ${msg}`, { file, hint, key: /^'([^']+)'/.exec(msg)?.[1] });
+  const fail = (key: string, msg: string, hint: string) => {
+    throw new UserError(`${file}: '${key}' ${msg}`, { file, hint, key });
   };
   const groupNames = new Set(data.groups.map((g) => g.name));
   const seenPaths = new Map<string, number>();
   data.files.forEach((f, i) => {
     const norm = f.path.replace(/\/+/g, "/").replace(/\/$/, "");
-    if (norm === "" || norm === "/") fail(`'files[${i}].path' must name a file, not the root`, "give a path such as /etc/motd");
+    if (norm === "" || norm === "/") fail(`files[${i}].path`, "must name a file, not the root", "give a path such as /etc/motd");
     const prev = seenPaths.get(norm);
-    if (prev !== undefined) fail(`'files[${i}].path' ${f.path} is also written by files[${prev}]`, "keep one entry per destination");
+    if (prev !== undefined) fail(`files[${i}].path`, `${f.path} is also written by files[${prev}]`, "keep one entry per destination");
     seenPaths.set(norm, i);
   });
   const users = new Set<string>();
   data.users.forEach((u, i) => {
-    if (users.has(u.name)) fail(`'users[${i}].name' ${u.name} is defined twice`, "keep one entry per user");
+    if (users.has(u.name)) fail(`users[${i}].name`, `${u.name} is defined twice`, "keep one entry per user");
     users.add(u.name);
     for (const g of u.groups) {
       if (!groupNames.has(g) && !["root", "sudo", "adm", "wheel", "docker", "systemd-journal", "users"].includes(g)) {
-        fail(`'users[${i}].groups' names group '${g}', which is not defined in [[groups]]`, `add a [[groups]] entry named '${g}'`);
+        fail(`users[${i}].groups`, `names group '${g}', which is not defined in [[groups]]`, `add a [[groups]] entry named '${g}'`);
       }
     }
   });
   if (data.init === "busybox" && data.systemd.enable.length > 0) {
-    fail("'systemd.enable' is set but init is \"busybox\"", "remove [systemd] enable, or set init = \"systemd\"");
+    fail("systemd.enable", 'is set but init is "busybox"', "remove [systemd] enable, or set init = \"systemd\"");
   }
 }
 

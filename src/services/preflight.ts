@@ -14,7 +14,6 @@ import { resolveKernelPackage } from "../stages/rootfs/kernel.js";
 export interface PreflightResult {
   /** The key the build signs with (flag or spec), when it signs. */
   signKey?: string;
-  kernel: { name: string; version: string };
 }
 
 export async function preflight(spec: Readonly<ImageSpec>, opts: { signKey?: string } = {}): Promise<PreflightResult> {
@@ -29,12 +28,11 @@ export async function preflight(spec: Readonly<ImageSpec>, opts: { signKey?: str
       throw e;
     }
   }
-  let kernel: PreflightResult["kernel"];
   try {
-    kernel = await resolveKernelPackage(spec.kernel.package);
+    await resolveKernelPackage(spec.kernel.package);
   } catch (e) {
     if (e instanceof UserError) throw new UserError(`${spec.specPath}: 'kernel.package': ${e.message}`, { file: spec.specPath, key: "kernel.package", hint: e.hint });
     throw e;
   }
-  return { signKey, kernel };
+  return { signKey };
 }

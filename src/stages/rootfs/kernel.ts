@@ -44,8 +44,23 @@ async function showField(pkg: string, field: string): Promise<string | undefined
   return m?.[1]?.trim();
 }
 
-/** Follow a metapackage's Depends to the package that carries /boot/vmlinuz-*. */
-export async function resolveKernelPackage(pkg: string): Promise<{ name: string; version: string }> {
+const resolved = new Map<string, Promise<{ name: string; version: string }>>();
+
+/**
+ * Follow a metapackage's Depends to the package that carries /boot/vmlinuz-*.
+ * Resolved once per process (the preflight, the rootfs stage id and the
+ * install all ask; each asking costs apt-cache runs).
+ */
+export function resolveKernelPackage(pkg: string): Promise<{ name: string; version: string }> {
+  let r = resolved.get(pkg);
+  if (!r) {
+    r = resolveUncached(pkg);
+    resolved.set(pkg, r);
+  }
+  return r;
+}
+
+async function resolveUncached(pkg: string): Promise<{ name: string; version: string }> {
   const version = await showField(pkg, "Version");
   if (!version) {
     throw new UserError(`kernel package '${pkg}' is not known to apt`, {
