@@ -8,13 +8,12 @@ import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../errors.js";
-import { MICROARCHES, microarchRank, type Microarch } from "../formats/microarch.js";
+import { MICROARCHES, type Microarch } from "../formats/microarch.js";
 
 export const QEMU_DIR = fileURLToPath(new URL("../../qemu/", import.meta.url));
 
 export const Level = z.enum(MICROARCHES);
 export type Level = Microarch;
-export const levelRank = microarchRank;
 
 const Firmware = z.enum(["uefi", "direct"]);
 

@@ -89,6 +89,8 @@ export async function parseSpec(bytes: Buffer, specPath: string, displayPath = s
  */
 function checkModeLiterals(file: string, text: string, raw: { files?: { mode?: unknown }[] }): void {
   const withMode = (raw.files ?? []).map((f, i) => ({ f, i })).filter(({ f }) => f && typeof f === "object" && "mode" in f);
+  // only integers can be decimal; the text is scanned only when there is one
+  if (!withMode.some(({ f }) => typeof f.mode === "number")) return;
   const lits = keyLiterals(text, "mode");
   withMode.forEach(({ f, i }, k) => {
     const lit = lits[k];
@@ -227,9 +229,8 @@ function unwrapSchema(x: AnySchema, v: unknown): AnySchema {
 export function validKeysAt(path: readonly PropertyKey[], raw: unknown): string[] {
   let s: AnySchema | undefined = ImageSpecSchema as unknown as AnySchema;
   let value: unknown = raw;
-  const unwrap = unwrapSchema;
   for (const p of path) {
-    s = unwrap(s, value);
+    s = unwrapSchema(s, value);
     const d = s._zod.def;
     if (d.type === "object") s = (d.shape as Record<string, AnySchema>)[String(p)];
     else if (d.type === "array") s = d.element as AnySchema;
@@ -237,7 +238,7 @@ export function validKeysAt(path: readonly PropertyKey[], raw: unknown): string[
     value = getAt(value, [p]);
     if (!s) return [];
   }
-  s = unwrap(s, value);
+  s = unwrapSchema(s, value);
   return s._zod.def.type === "object" ? Object.keys(s._zod.def.shape as object) : [];
 }
 

@@ -10,11 +10,11 @@ import { dirname, join, resolve } from "node:path";
 import { bootQemu, createOverlay, prepareOvmfVars, readByte, writeByte, type Firmware, type QemuBootResult } from "../adapters/qemu.js";
 import { requireTools } from "../adapters/exec.js";
 import {
-  defaultModelFor, findModel, levelRank, loadCases, loadCpuModels, QEMU_DIR,
+  defaultModelFor, findModel, loadCases, loadCpuModels, QEMU_DIR,
   type BootCase, type CpuModel, type Level,
 } from "../config/qemu-cases.js";
 import { UserError } from "../errors.js";
-import { highestMicroarch, levelBelow } from "../formats/microarch.js";
+import { highestMicroarch, levelBelow, microarchRank } from "../formats/microarch.js";
 import type { Reporter } from "../output/reporter.js";
 import { readManifest, type Manifest } from "../pipeline/manifest.js";
 import { BOOT_CHECK_REQUEST } from "../stages/rootfs/guest-checks.js";
@@ -201,7 +201,7 @@ export function planRuns(opts: {
   defaults: { at?: CpuModel; below?: CpuModel };
 }): PlannedRun[] {
   const runs: PlannedRun[] = [];
-  const meets = (c: CpuModel) => levelRank(c.level) >= levelRank(opts.imageLevel);
+  const meets = (c: CpuModel) => microarchRank(c.level) >= microarchRank(opts.imageLevel);
   for (const bc of opts.cases) {
     let pairs: { cpu: CpuModel; fw: Firmware }[] = [];
     const add = (cpu: CpuModel | undefined, fws: Firmware[]) => {
