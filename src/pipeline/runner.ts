@@ -24,7 +24,6 @@ export interface StageTiming {
 }
 
 // A list of stages of different types: each one's input is the results of those before it.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyStage = Stage<any, any>;
 
 /** Everything the stages need for this spec (checked together, before the first stage). */
