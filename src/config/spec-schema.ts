@@ -199,6 +199,14 @@ const Signing = z
   })
   .describe("Signing");
 
+const Update = z
+  .strictObject({
+    key: specFile("Public key (PEM) the on-node updater trusts, relative to the spec's folder; default: the public half of the signing key").optional(),
+    min_version: z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+~^-]*$/, "must be a version such as 1.0.0").optional().describe("Oldest installed version this image's update payload may update"),
+    tries: z.number().int().min(1).max(15).default(3).describe("Boot tries a new slot gets before it counts as bad (systemd-boot's +LEFT counter)"),
+  })
+  .describe("A/B updates");
+
 const Systemd = z
   .strictObject({
     enable: z.array(z.string().regex(/^[A-Za-z0-9:_.@-]+\.(service|socket|timer|target|path|mount)$/, "must be a unit name such as containerd.service")).default([]).describe("Units enabled like `systemctl enable` (their [Install] section)"),
@@ -246,6 +254,7 @@ export const ImageSpecSchema = z
     partitions: Partitions.default({ esp: 128 * MIB, usr: 1024 * MIB, oem: 64 * MIB, root: 256 * MIB, bios_boot: false }),
     output: Output.default({ formats: ["raw", "qcow2", "vhd"] }),
     signing: Signing.optional(),
+    update: Update.default({ tries: 3 }),
     policy: Policy.default({ allow_setuid: [] }),
     aks: Aks.optional(),
   })

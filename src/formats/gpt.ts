@@ -583,3 +583,44 @@ export function chooseSlot<P extends Pick<GptPartition, "number" | "typeGuid" | 
     nextAttributes: decrementTries ? setSlotState(best.p.attributes, { ...best.s, tries: best.s.tries - 1 }) : best.p.attributes,
   };
 }
+
+// ---------------------------------------------------------------- in-place attribute changes
+
+/** Bytes to write at `offset` on the disk. */
+export interface DiskPatch {
+  offset: bigint;
+  bytes: Buffer;
+}
+
+/**
+ * New attributes for some partitions, as the writes that make them: both entry
+ * arrays and both headers (CRCs recomputed), every other byte of the table as
+ * it was. Refuses a table whose copies are damaged or disagree: a disk that
+ * needs repair is not the place to keep boot state.
+ */
+export function attributePatches(input: GptInput, changes: ReadonlyMap<number, bigint>, opts: { sectorSize?: SectorSize } = {}): DiskPatch[] {
+  const decoded = decodeGpt(input, opts);
+  if (decoded.problems.length) throw new GptError(`the GPT needs repair before slot attributes change: ${decoded.problems.join("; ")}`, "repair it with `sgdisk -e DISK` (or rebuild the disk), then try again");
+  const r = new DiskReader(input);
+  const ss = BigInt(decoded.sectorSize);
+  const primary = readHeader(r, 1n, decoded.sectorSize, "primary");
+  const backup = readHeader(r, primary.alternateLba, decoded.sectorSize, "backup");
+  const entries = Buffer.from(primary.entries);
+  for (const [number, attributes] of changes) {
+    if (!decoded.partitions.some((p) => p.number === number)) throw new GptError(`partition ${number} does not exist`);
+    if (attributes < 0n || attributes >= 1n << 64n) throw new GptError(`partition ${number}: attributes do not fit 64 bits`);
+    entries.writeBigUInt64LE(attributes, (number - 1) * primary.entrySize + E.attributes);
+  }
+  const crc = crc32(entries);
+  const patches: DiskPatch[] = [];
+  for (const [h, which] of [[primary, "primary"], [backup, "backup"]] as const) {
+    const sector = r.read(h.myLba * ss, decoded.sectorSize, `${which} GPT header`);
+    sector.writeUInt32LE(crc, H.entryArrayCrc);
+    sector.writeUInt32LE(0, H.headerCrc);
+    const size = sector.readUInt32LE(H.headerSize);
+    sector.writeUInt32LE(crc32(sector.subarray(0, size)), H.headerCrc);
+    // entries first, header last: a header never points at entries it does not match for longer than one write
+    patches.push({ offset: h.entryLba * ss, bytes: entries }, { offset: h.myLba * ss, bytes: sector });
+  }
+  return patches;
+}

@@ -56,3 +56,44 @@ export function withPeTimestamp(bytes: Uint8Array, epoch: number): Buffer {
   if (b.readUInt32LE(at) !== 0) b.writeUInt32LE(peChecksum(b), at);
   return b;
 }
+
+export interface PeSection {
+  name: string;
+  virtualAddress: number;
+  virtualSize: number;
+  rawOffset: number;
+  rawSize: number;
+}
+
+/** The section table (names up to 8 bytes, as objcopy writes them for .osrel, .cmdline, .linux, .initrd). */
+export function peSections(b: Uint8Array): PeSection[] {
+  const pe = peOffset(b);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const count = v.getUint16(pe + 6, true);
+  const optSize = v.getUint16(pe + 20, true);
+  const table = pe + OPTIONAL_HEADER_OFFSET + optSize;
+  if (table + count * 40 > b.length) throw new PeFormatError(`PE section table (${count} sections) runs past the end of the file`);
+  const out: PeSection[] = [];
+  for (let i = 0; i < count; i++) {
+    const o = table + i * 40;
+    let end = 0;
+    while (end < 8 && b[o + end] !== 0) end++;
+    out.push({
+      name: Buffer.from(b.subarray(o, o + end)).toString("latin1"),
+      virtualSize: v.getUint32(o + 8, true),
+      virtualAddress: v.getUint32(o + 12, true),
+      rawSize: v.getUint32(o + 16, true),
+      rawOffset: v.getUint32(o + 20, true),
+    });
+  }
+  return out;
+}
+
+/** A section's content (its virtual size, or the raw size when smaller), undefined when absent. */
+export function peSectionData(b: Uint8Array, name: string): Buffer | undefined {
+  const s = peSections(b).find((x) => x.name === name);
+  if (!s) return undefined;
+  const len = Math.min(s.virtualSize || s.rawSize, s.rawSize);
+  if (s.rawOffset + len > b.length) throw new PeFormatError(`PE section ${name} runs past the end of the file`);
+  return Buffer.from(b.subarray(s.rawOffset, s.rawOffset + len));
+}

@@ -3,11 +3,15 @@
  *
  *   EFI/BOOT/BOOTX64.EFI             systemd-boot (the removable-media path firmware boots)
  *   EFI/systemd/systemd-bootx64.efi  systemd-boot (its own path, for boot entries made later)
- *   EFI/Linux/acl-A.efi, acl-B.efi   UKIs: stub + .osrel + .cmdline + .linux + .initrd
- *   loader/loader.conf               default slot A, timeout 0, editor off
+ *   EFI/Linux/acl-A.efi              slot A's UKI: stub + .osrel + .cmdline + .linux + .initrd
+ *   loader/loader.conf               timeout 0, editor off, no default
  *
- * Each UKI carries its slot's command line (PARTUUID, root hash, hash offset),
- * so the signed image, not a config file, names the /usr it trusts. Section
+ * A UKI is made for each slot; a fresh disk carries slot A's, good
+ * (uncounted); slot B's goes into the update payload. Each UKI carries its
+ * slot's command line (PARTUUID, root hash, hash offset), so the signed image,
+ * not a config file, names the /usr it trusts. loader.conf names no entry:
+ * systemd-boot 252's own order decides (formats/boot-entries.ts), and an
+ * entry's id changes with every boot-counter rename anyway. Section
  * addresses are the ones Debian's systemd 252 stub boots under OVMF; placing
  * them right after the stub's last section gave "Load Error".
  */
@@ -17,6 +21,7 @@ import { run, tools, type Requirement } from "../../adapters/exec.js";
 import { UserError } from "../../errors.js";
 import { withPeTimestamp } from "../../formats/pe.js";
 import type { Reporter } from "../../output/reporter.js";
+import { slotEntryName, type Slot } from "../../formats/boot-entries.js";
 import { walk } from "../../util/fs.js";
 
 export const SYSTEMD_BOOT_EFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -42,7 +47,7 @@ export const MAX_KERNEL_SIZE = UKI_SECTIONS[".initrd"] - UKI_SECTIONS[".linux"];
 /** Parts of every acl command line that do not depend on the slot. */
 export const BASE_CMDLINE = "console=ttyS0,115200n8 panic=10 rw";
 
-export type Slot = "A" | "B";
+export type { Slot };
 
 export interface SlotBoot {
   slot: Slot;
@@ -57,11 +62,15 @@ export interface SlotBoot {
 export interface BuildEspOptions {
   /** Folder that becomes the ESP's content (created; existing acl files replaced). */
   espDir: string;
+  /** Folder for every slot's UKI (`acl-A.efi`, `acl-B.efi`). */
+  ukiDir: string;
+  /** The slot whose UKI goes onto the ESP. */
+  espSlot: Slot;
   vmlinuz: string;
   initramfs: string;
   slots: SlotBoot[];
   extraCmdline?: string;
-  osRelease: { name: string; version: string };
+  osRelease: { name: string; version: string; microarch: string };
   sourceDateEpoch: number;
   reporter?: Reporter;
 }
@@ -93,12 +102,13 @@ export function slotCmdline(s: SlotBoot, extra?: string): string {
   return parts.join(" ");
 }
 
-/** File name of a slot's UKI under EFI/Linux (also its systemd-boot entry id). */
+/** File name of a slot's UKI, good (uncounted), as a fresh disk has it under EFI/Linux. */
 export function ukiFileName(slot: Slot): string {
-  return `acl-${slot}.efi`;
+  return slotEntryName(slot);
 }
 
-function osReleaseText(o: { name: string; version: string }, slot: Slot): string {
+/** The UKI's .osrel: IMAGE_ID and IMAGE_VERSION order the entries; ACL_* tell the updater what is installed. */
+export function osReleaseText(o: { name: string; version: string; microarch: string }, slot: Slot): string {
   const q = (v: string) => `"${v.replace(/["\\$`]/g, "\\$&")}"`;
   return [
     `NAME=${q(o.name)}`,
@@ -109,12 +119,13 @@ function osReleaseText(o: { name: string; version: string }, slot: Slot): string
     `IMAGE_ID=${q(o.name)}`,
     `IMAGE_VERSION=${q(o.version)}`,
     `ACL_SLOT=${slot}`,
+    `ACL_MICROARCH=${q(o.microarch)}`,
     "",
   ].join("\n");
 }
 
-export function loaderConf(defaultSlot: Slot = "A"): string {
-  return [`default ${ukiFileName(defaultSlot)}`, "timeout 0", "editor no", "console-mode keep", ""].join("\n");
+export function loaderConf(): string {
+  return ["timeout 0", "editor no", "console-mode keep", ""].join("\n");
 }
 
 /** Build one UKI with objcopy at the fixed section addresses. */
@@ -158,17 +169,19 @@ export async function buildEsp(opts: BuildEspOptions): Promise<EspResult> {
   for (const sub of ["EFI/BOOT", "EFI/systemd", "EFI/Linux", "loader"]) await mkdir(join(d, sub), { recursive: true });
   await copyFile(SYSTEMD_BOOT_EFI, join(d, "EFI/BOOT/BOOTX64.EFI"));
   await copyFile(SYSTEMD_BOOT_EFI, join(d, "EFI/systemd/systemd-bootx64.efi"));
-  const defaultSlot: Slot = opts.slots.some((s) => s.slot === "A") ? "A" : opts.slots[0]!.slot;
-  await writeFile(join(d, "loader/loader.conf"), loaderConf(defaultSlot));
+  if (!opts.slots.some((s) => s.slot === opts.espSlot)) throw new UserError(`buildEsp: slot ${opts.espSlot} has no UKI to put on the ESP`);
+  await writeFile(join(d, "loader/loader.conf"), loaderConf());
+  await mkdir(opts.ukiDir, { recursive: true });
   const work = join(d, ".acl-work");
   await mkdir(work, { recursive: true });
   const ukis: EspResult["ukis"] = [];
   try {
     for (const s of [...opts.slots].sort((a, b) => a.slot.localeCompare(b.slot))) {
       const cmdline = slotCmdline(s, opts.extraCmdline);
-      const path = join(d, "EFI/Linux", ukiFileName(s.slot));
+      const path = join(opts.ukiDir, ukiFileName(s.slot));
       await buildUki({ out: path, vmlinuz: opts.vmlinuz, initramfs: opts.initramfs, cmdline, osrel: osReleaseText(opts.osRelease, s.slot), workDir: work, sourceDateEpoch: opts.sourceDateEpoch });
       ukis.push({ slot: s.slot, path, cmdline });
+      if (s.slot === opts.espSlot) await copyFile(path, join(d, "EFI/Linux", ukiFileName(s.slot)));
     }
   } finally {
     await rm(work, { recursive: true, force: true });

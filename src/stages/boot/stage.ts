@@ -4,13 +4,16 @@
  * systemd-boot and one UKI per /usr slot, each naming its slot's PARTUUID and
  * root hash.
  */
-import { copyFile, mkdir } from "node:fs/promises";
+import { copyFile, mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Stage, StageResult } from "../../pipeline/stage.js";
-import { USR_A_PARTUUID } from "../disk/layout.js";
+import { UserError } from "../../errors.js";
+import type { Slot } from "../../formats/boot-entries.js";
+import { formatMiB, MiB } from "../../util/size.js";
+import { USR_A_PARTUUID, USR_B_PARTUUID } from "../disk/layout.js";
 import { ROOTFS_TREE, ROOTFS_VMLINUZ, type RootfsMeta } from "../rootfs/stage.js";
 import type { UsrMeta } from "../usr/stage.js";
-import { buildEsp, ESP_REQUIREMENTS } from "./esp.js";
+import { buildEsp, ESP_REQUIREMENTS, SYSTEMD_BOOT_EFI } from "./esp.js";
 import { buildInitramfs, INITRAMFS_REQUIREMENTS } from "./initramfs.js";
 
 export interface BootOut {
@@ -20,6 +23,8 @@ export interface BootOut {
   espDir: string;
   /** Slot A's kernel command line (what a direct-kernel boot passes). */
   cmdline: string;
+  /** Every slot's UKI (slot A's is also on the ESP; both go into the update payload). */
+  ukis: Record<Slot, string>;
   /** Kernel modules in the initramfs. */
   modules: string[];
 }
@@ -44,16 +49,42 @@ export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; usr: S
     });
     const espDir = join(io.dir, "esp");
     await mkdir(espDir);
+    const hash = { rootHash: usr.value.verity.rootHash, hashOffset: usr.value.verity.hashOffset };
     const esp = await buildEsp({
       espDir,
+      ukiDir: join(io.dir, "ukis"),
+      espSlot: "A",
       vmlinuz,
       initramfs: initramfs.path,
-      slots: [{ slot: "A", partUuid: USR_A_PARTUUID.toLowerCase(), rootHash: usr.value.verity.rootHash, hashOffset: usr.value.verity.hashOffset }],
+      slots: [
+        { slot: "A", partUuid: USR_A_PARTUUID.toLowerCase(), ...hash },
+        { slot: "B", partUuid: USR_B_PARTUUID.toLowerCase(), ...hash },
+      ],
       extraCmdline: spec.kernel.cmdline.join(" "),
-      osRelease: { name: spec.name, version: spec.version },
+      osRelease: { name: spec.name, version: spec.version, microarch: spec.microarch },
       sourceDateEpoch: ctx.epoch,
     });
-    return { vmlinuz, initramfs: initramfs.path, espDir, cmdline: esp.ukis[0]!.cmdline, modules: initramfs.modules };
+    const ukis = Object.fromEntries(esp.ukis.map((u) => [u.slot, u.path])) as Record<Slot, string>;
+    await checkEspRoom(spec.partitions.esp, (await stat(ukis.A)).size, spec.specPath);
+    return { vmlinuz, initramfs: initramfs.path, espDir, cmdline: esp.ukis.find((u) => u.slot === "A")!.cmdline, ukis, modules: initramfs.modules };
   },
   note: (b) => `${b.modules.length} modules in the initramfs`,
 };
+
+/**
+ * An update writes the new UKI before the old one of that slot is gone only
+ * in the worst case (a retried apply), so the ESP must hold two boot loader
+ * copies and three UKIs, with FAT's tables and 1 MiB to spare.
+ */
+export async function checkEspRoom(espBytes: number, ukiBytes: number, specPath: string): Promise<void> {
+  const loader = (await stat(SYSTEMD_BOOT_EFI)).size;
+  const data = 2 * loader + 3 * ukiBytes + MiB;
+  // FAT32 with 512-byte clusters: two FATs of 4 bytes per cluster, plus the reserved sectors
+  const need = Math.ceil((data * (1 + 8 / 512) + MiB) / MiB) * MiB;
+  if (need > espBytes)
+    throw new UserError(`the ESP (${formatMiB(espBytes)}) cannot hold two UKIs of ${formatMiB(ukiBytes)} and room for a third during an update: it needs ${formatMiB(need)}`, {
+      file: specPath,
+      key: "partitions.esp",
+      hint: `set partitions.esp = "${need / MiB}MiB" or more in the spec`,
+    });
+}

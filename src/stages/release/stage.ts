@@ -66,7 +66,7 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
   await cloneFile(join(rootfs.dir, ROOTFS_SBOM), join(staging, "sbom.spdx.json"));
   const usrBytes = (await stat(join(staging, USR_IMAGE))).size;
   const payload = payloadName(spec);
-  await writeUpdatePayload(join(staging, payload), spec, usr.value, join(staging, USR_IMAGE), usrBytes);
+  await writeUpdatePayload(join(staging, payload), { spec, usr: usr.value, usrImage: join(staging, USR_IMAGE), ukis: boot.value.ukis, signKey: ctx.signKey });
 
   const listed: { path: string; kind: Artifact["kind"] }[] = [
     { path: payload, kind: "update-payload" },

@@ -1,0 +1,105 @@
+/**
+ * Check an update payload completely before anything is written: the
+ * signature over its header by the trusted key, the exact file length, and
+ * the sha256 of every section. `acl update verify` and `acl update apply`
+ * both start here.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
+import { UserError, fsReason } from "../../errors.js";
+import { verifyBytes } from "../../formats/signature.js";
+import {
+  decodeSignatureBlock,
+  decodeUpdateHeader,
+  MAX_METADATA_BYTES,
+  MAX_SIGNATURE_BLOCK,
+  UpdatePayloadError,
+  type PayloadSection,
+  type SectionName,
+  type UpdateMetadata,
+} from "../../formats/update-payload.js";
+import { loadPublicKey } from "../verify.js";
+
+export interface VerifiedPayload {
+  path: string;
+  meta: UpdateMetadata;
+  keyId: string;
+  size: number;
+  section(name: SectionName): PayloadSection;
+}
+
+async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const b = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(b, done, length - done, offset + done);
+    if (!bytesRead) break;
+    done += bytesRead;
+  }
+  return b.subarray(0, done);
+}
+
+/** sha256 of bytes [start, start+size) of a file. */
+export async function rangeSha256(path: string, start: number, size: number): Promise<string> {
+  const h = createHash("sha256");
+  for await (const c of createReadStream(path, { start, end: start + size - 1, highWaterMark: 4 << 20 })) h.update(c as Buffer);
+  return h.digest("hex");
+}
+
+export async function verifyPayload(path: string, publicKeyPath: string): Promise<VerifiedPayload> {
+  const trusted = await loadPublicKey(publicKeyPath);
+  const refuse = (why: string, hint?: string) =>
+    new UserError(`update payload ${path} is refused: ${why}`, { file: path, hint: hint ?? "download the payload again, or rebuild it with `acl build`" });
+  let fh: FileHandle;
+  try {
+    fh = await open(path, "r");
+  } catch (e) {
+    throw new UserError(`cannot open update payload ${path}: ${fsReason(e)}`, { file: path, hint: "pass the NAME-VERSION.update file of an acl output folder" });
+  }
+  try {
+    const size = (await fh.stat()).size;
+    let meta: UpdateMetadata;
+    let dataOffset: number;
+    try {
+      ({ meta, dataOffset } = decodeUpdateHeader(await readAt(fh, 0, Math.min(size, MAX_METADATA_BYTES + 4096))));
+    } catch (e) {
+      if (e instanceof UpdatePayloadError) throw refuse(e.message);
+      throw e;
+    }
+    if (size < meta.signatureOffset) throw refuse(`the file is ${size} bytes, but its sections end at ${meta.signatureOffset} (truncated)`);
+    if (size === meta.signatureOffset) throw refuse("it is not signed", "build it with a signing key: `acl build SPEC --sign-key KEY` (or [signing] key in the spec)");
+    if (size - meta.signatureOffset > MAX_SIGNATURE_BLOCK) throw refuse("bytes follow the signature block (the file was extended)");
+    let sig;
+    try {
+      sig = decodeSignatureBlock(await readAt(fh, meta.signatureOffset, size - meta.signatureOffset));
+    } catch (e) {
+      if (e instanceof UpdatePayloadError) throw refuse(e.message);
+      throw e;
+    }
+    const header = await readAt(fh, 0, dataOffset);
+    if (sig.keyId !== trusted.keyId)
+      throw refuse(`it is signed by key ${sig.keyId.slice(0, 16)}…, not by the trusted key ${trusted.keyId.slice(0, 16)}… (${publicKeyPath})`, "pass the public key of the build that made the payload");
+    if (!verifyBytes(trusted.key, header, Buffer.from(sig.signature, "base64"))) throw refuse(`its signature does not verify with ${publicKeyPath} (the header was changed)`);
+    // the padding between sections is not hashed, so it must be zeros: then every byte of the file is covered
+    const ends = [...meta.sections.map((s) => s.offset + s.size)];
+    const starts = [...meta.sections.slice(1).map((s) => s.offset), meta.signatureOffset];
+    for (const [i, end] of ends.entries()) {
+      const gap = await readAt(fh, end, starts[i]! - end);
+      if (gap.some((x) => x !== 0)) throw refuse(`the padding after section ${meta.sections[i]!.name} is not zero (the file was changed)`);
+    }
+    for (const s of meta.sections) {
+      const got = await rangeSha256(path, s.offset, s.size);
+      if (got !== s.sha256) throw refuse(`section ${s.name} (${s.size} bytes at ${s.offset}) has sha256 ${got.slice(0, 16)}…, the signed header says ${s.sha256.slice(0, 16)}…`);
+    }
+    return {
+      path,
+      meta,
+      keyId: trusted.keyId,
+      size,
+      section: (name) => meta.sections.find((s) => s.name === name)!,
+    };
+  } finally {
+    await fh.close();
+  }
+}
