@@ -38,6 +38,10 @@ export interface QemuBootOptions {
   smbiosStrings?: string[];
   memoryMiB?: number;
   smp?: number;
+  /** Let the guest reboot (A/B scenarios: boot counting needs the loader to run again); default: a reboot ends the run. */
+  allowReboot?: boolean;
+  /** Extra raw disks (read-only virtio), e.g. an update payload for the on-node updater. */
+  extraDisks?: string[];
   accel?: "tcg" | "kvm";
   serialLog: string;
   timeoutMs: number;
@@ -71,7 +75,7 @@ export function qemuArgv(o: QemuBootOptions): string[] {
     "-smp", String(o.smp ?? 2),
     "-m", String(o.memoryMiB ?? 1024),
     "-net", "none",
-    "-no-reboot",
+    ...(o.allowReboot ? [] : ["-no-reboot"]),
     "-display", "none",
     "-vga", "none",
     "-monitor", "none",
@@ -90,6 +94,7 @@ export function qemuArgv(o: QemuBootOptions): string[] {
       a.push("-drive", `${drive},if=none,id=disk0`, "-device", "nvme,drive=disk0,serial=acl0");
       break;
   }
+  for (const [i, d] of (o.extraDisks ?? []).entries()) a.push("-drive", `file=${d},format=raw,if=virtio,readonly=on,index=${i + 1}`);
   for (const s of o.smbiosStrings ?? []) {
     if (s.includes(",")) throw new UserError(`SMBIOS string '${s}' must not contain a comma`);
     a.push("-smbios", `type=11,value=${s}`);

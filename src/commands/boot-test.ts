@@ -11,6 +11,7 @@ export default class BootTest extends AclCommand<BootTestResult> {
     "<%= config.bin %> boot-test out/minimal",
     "<%= config.bin %> boot-test out/minimal --cpu Haswell-v4 --cpu Nehalem --firmware uefi",
     "<%= config.bin %> boot-test out/container-host --case boot --junit out/boot.xml --keep-logs out/boot-logs",
+    "<%= config.bin %> boot-test out/minimal --case ab-update --payload out/minimal-v2/minimal-1.1.0.update --key keys/acl-signing.pub",
   ];
 
   static override args = {
@@ -26,6 +27,9 @@ export default class BootTest extends AclCommand<BootTestResult> {
     accel: Flags.string({ description: "QEMU accelerator (kvm only where /dev/kvm works; the CPU table is for tcg)", options: ["tcg", "kvm"], default: "tcg" }),
     junit: Flags.string({ description: "write a JUnit XML report to this file" }),
     "keep-logs": Flags.string({ description: "copy each boot's serial log into this folder" }),
+    payload: Flags.string({ description: "A/B cases (ab-update, ab-bad-verity, ab-bad-health): update payload to apply (repeatable, applied in turn)", multiple: true }),
+    key: Flags.string({ description: "A/B cases: public key (PEM) the payloads are signed by" }),
+    tries: Flags.integer({ description: "A/B cases: boot tries each installed payload gets", default: 3, min: 1, max: 15 }),
   };
 
   async run(): Promise<BootTestResult> {
@@ -40,6 +44,9 @@ export default class BootTest extends AclCommand<BootTestResult> {
       junitFile: flags.junit,
       keepLogsDir: flags["keep-logs"],
       accel: flags.accel as "tcg" | "kvm",
+      payloads: flags.payload,
+      key: flags.key,
+      tries: flags.tries,
       reporter: this.reporter(),
     });
     if (!this.jsonEnabled()) {

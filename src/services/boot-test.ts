@@ -14,12 +14,17 @@ import {
   type BootCase, type CpuModel, type Level,
 } from "../config/qemu-cases.js";
 import { UserError } from "../errors.js";
-import { highestMicroarch, levelBelow, microarchRank } from "../formats/microarch.js";
+import { levelBelow, microarchRank } from "../formats/microarch.js";
 import type { Reporter } from "../output/reporter.js";
 import { readManifest, type Manifest } from "../pipeline/manifest.js";
 import { BOOT_CHECK_REQUEST } from "../stages/rootfs/guest-checks.js";
 import { makeDir } from "../util/fs.js";
 import { mapLimit } from "../util/pool.js";
+import { judge, parseConsole, type BootRun, type Expectation } from "./boot-judge.js";
+import { runAbScenario } from "./boot-test-ab.js";
+import { DEFAULT_TRIES } from "./update/apply.js";
+
+export { highestLevel, judge, parseConsole, type BootRun, type ConsoleFacts, type Expectation, type GuestCheck } from "./boot-judge.js";
 
 export const DEFAULT_TIMEOUT_SEC = 240;
 export const DEFAULT_PARALLEL = 2;
@@ -39,33 +44,11 @@ export interface BootTestOptions {
   qemuDir?: string;
   /** Default tcg: KVM hangs or asserts on the machines this was built on. */
   accel?: "tcg" | "kvm";
+  /** A/B cases: update payloads to apply in turn, the public key they are signed by, and the tries each gets. */
+  payloads?: string[];
+  key?: string;
+  tries?: number;
   reporter?: Reporter;
-}
-
-export type Expectation = "boot" | "refuse-cpu" | "refuse-verity";
-
-export interface GuestCheck {
-  name: string;
-  status: string;
-  detail: string;
-}
-
-export interface BootRun {
-  id: string;
-  case: string;
-  cpu: string;
-  cpuLevel: Level;
-  firmware: Firmware;
-  expected: Expectation;
-  passed: boolean;
-  /** Why it failed, or what it proved. */
-  reason: string;
-  durationMs: number;
-  /** ms from QEMU start to the first ACL-CHECK line (userspace), when reached. */
-  userspaceMs?: number;
-  lastMarker?: string;
-  checks: GuestCheck[];
-  log?: string;
 }
 
 export interface BootTestResult {
@@ -75,112 +58,6 @@ export interface BootTestResult {
   failed: number;
   junit?: string;
   logsDir?: string;
-}
-
-// --- what the guest printed ------------------------------------------------------
-
-export interface ConsoleFacts {
-  checks: GuestCheck[];
-  done: boolean;
-  /** The CPU gate's refusal line, if printed. */
-  refusal?: { level: string; missing: string[] };
-  powerDown: boolean;
-  panic?: string;
-  verityCorruption?: string;
-  verityRestart: boolean;
-  lastMarker?: string;
-  userspaceMs?: number;
-  /** glibc-hwcaps levels the guest's ld.so reported as supported. */
-  hwcaps?: string[];
-}
-
-const MARKER = /(acl-init: .*|ACL-CHECK .*|acl: this image requires.*|Kernel panic - not syncing.*|Run \/init as init process|EFI stub: .*|Linux version \S+)/;
-
-/** Read the facts a judge needs out of console lines. Pure. */
-export function parseConsole(lines: readonly { ms: number; text: string }[]): ConsoleFacts {
-  const f: ConsoleFacts = { checks: [], done: false, powerDown: false, verityRestart: false };
-  for (const { ms, text } of lines) {
-    const m = MARKER.exec(text);
-    if (m) f.lastMarker = m[1]!.trim();
-    const c = /ACL-CHECK (\S+)(?: (\S+))?(?: (.*))?$/.exec(text);
-    if (c) {
-      if (f.userspaceMs === undefined) f.userspaceMs = ms;
-      if (c[1] === "done") f.done = true;
-      else {
-        f.checks.push({ name: c[1]!, status: c[2] ?? "", detail: (c[3] ?? "").trim() });
-        if (c[1] === "hwcaps") {
-          const s = /supported:\s*(.*)$/.exec(c[3] ?? "");
-          f.hwcaps = s ? s[1]!.split(/\s+/).filter((x) => /^x86-64-v\d$/.test(x)) : [];
-        }
-      }
-    }
-    const r = /acl: this image requires (\S+); this CPU lacks:\s*(.*)$/.exec(text);
-    if (r) f.refusal = { level: r[1]!, missing: r[2]!.trim().split(/\s+/).filter(Boolean) };
-    if (/reboot: Power down/.test(text)) f.powerDown = true;
-    const p = /Kernel panic - not syncing: (.*)$/.exec(text);
-    if (p && !f.panic) f.panic = p[1]!.trim();
-    const v = /(device-mapper: verity: .*(?:is corrupted|corrupted).*)$/.exec(text);
-    if (v && !f.verityCorruption) f.verityCorruption = v[1]!.trim();
-    if (/Restarting system with command 'dm-verity device corrupted'/.test(text)) f.verityRestart = true;
-  }
-  return f;
-}
-
-/** The highest x86-64-vN in a list, or "x86-64" when none. */
-export const highestLevel = highestMicroarch;
-
-/** Judge one run. Pure: console facts + QEMU's ending in, verdict out. */
-export function judge(opts: {
-  expected: Expectation;
-  facts: ConsoleFacts;
-  qemu: Pick<QemuBootResult, "exitCode" | "timedOut" | "stoppedBy" | "durationMs">;
-  imageLevel: Level;
-  cpuLevel: Level;
-  bootCase: BootCase;
-}): { passed: boolean; reason: string } {
-  const { facts: f, qemu: q } = opts;
-  const last = f.lastMarker ? `; last seen: "${f.lastMarker}"` : "; nothing recognisable on the console";
-  if (q.timedOut) return { passed: false, reason: `timed out after ${Math.round(q.durationMs / 1000)} s${last}` };
-  if (opts.expected === "refuse-cpu") {
-    if (!f.refusal) return { passed: false, reason: `expected the CPU refusal line for ${opts.imageLevel} on a ${opts.cpuLevel} CPU${last}` };
-    if (f.refusal.level !== opts.imageLevel) return { passed: false, reason: `refusal names ${f.refusal.level}, image is ${opts.imageLevel}` };
-    if (!f.refusal.missing.length) return { passed: false, reason: "refusal line lists no missing features" };
-    if (f.checks.length) return { passed: false, reason: "reached userspace on a CPU below the image's level" };
-    if (f.panic) return { passed: false, reason: `kernel panic instead of a clean power-off: ${f.panic}` };
-    if (!f.powerDown || q.exitCode !== 0) return { passed: false, reason: `refused but did not power off cleanly (qemu exit ${q.exitCode})` };
-    return { passed: true, reason: `refused cleanly: lacks ${f.refusal.missing.join(" ")}` };
-  }
-  if (opts.expected === "refuse-verity") {
-    const forbidden = opts.bootCase.checks.forbidden.filter((n) => (n === "done" ? f.done : f.checks.some((c) => c.name === n)));
-    if (forbidden.length) return { passed: false, reason: `tampered /usr reached: ${forbidden.map((n) => `ACL-CHECK ${n}`).join(", ")}` };
-    if (!f.verityCorruption) return { passed: false, reason: `no dm-verity corruption message${last}` };
-    if (f.panic && /dm-verity/.test(f.panic)) return { passed: true, reason: `dm-verity refused: ${f.verityCorruption}; kernel panic (${f.panic})` };
-    if (f.verityRestart) return { passed: true, reason: `dm-verity refused: ${f.verityCorruption}; restart` };
-    return { passed: false, reason: `corruption seen but no panic/restart per policy${last}` };
-  }
-  // expected boot
-  if (f.refusal) return { passed: false, reason: `refused: requires ${f.refusal.level}, lacks ${f.refusal.missing.join(" ")} (the CPU table says ${opts.cpuLevel})` };
-  if (f.panic) return { passed: false, reason: `kernel panic: ${f.panic}${last}` };
-  if (f.userspaceMs === undefined) return { passed: false, reason: `never reached userspace${last}` };
-  if (!f.done) return { passed: false, reason: `checks did not finish${last}` };
-  const pid1 = f.checks.find((c) => c.name === "userspace")?.detail ?? "";
-  const kind = /pid1=systemd/.test(pid1) ? "systemd" : "busybox";
-  const required = [...opts.bootCase.checks.common, ...opts.bootCase.checks[kind]];
-  const problems: string[] = [];
-  for (const name of required) {
-    const c = f.checks.find((x) => x.name === name);
-    if (!c) problems.push(`${name}: not reported`);
-    else if (c.status === "skip" && name === "hwcaps") continue;
-    else if (c.status !== "ok") problems.push(`${name}: ${c.status} ${c.detail}`.trim());
-  }
-  for (const c of f.checks) if (c.status === "fail" && !required.includes(c.name)) problems.push(`${c.name}: fail ${c.detail}`.trim());
-  if (f.hwcaps) {
-    const got = highestLevel(f.hwcaps);
-    if (got !== opts.cpuLevel) problems.push(`hwcaps: ld.so supports up to ${got}, the CPU table says ${opts.cpuLevel}`);
-  }
-  if (!f.powerDown || q.exitCode !== 0) problems.push(`did not power off cleanly (qemu exit ${q.exitCode})`);
-  if (problems.length) return { passed: false, reason: problems.join("; ") };
-  return { passed: true, reason: `${kind}: ${required.length} checks ok${f.hwcaps ? `, hwcaps ${highestLevel(f.hwcaps)}` : ""}` };
 }
 
 // --- planning ---------------------------------------------------------------------
@@ -203,6 +80,12 @@ export function planRuns(opts: {
   const runs: PlannedRun[] = [];
   const meets = (c: CpuModel) => microarchRank(c.level) >= microarchRank(opts.imageLevel);
   for (const bc of opts.cases) {
+    if (bc.meta.kind === "ab") {
+      // one scenario, UEFI from the disk alone (boot counting lives in the loader), on a CPU at the image's level
+      const cpu = opts.cpus?.find(meets) ?? opts.defaults.at;
+      if (cpu) runs.push({ id: `${bc.name}-${cpu.name}-uefi`, bootCase: bc, cpu, firmware: "uefi", expected: bc.meta.ab?.break === "none" ? "ab-update" : "ab-fallback" });
+      continue;
+    }
     let pairs: { cpu: CpuModel; fw: Firmware }[] = [];
     const add = (cpu: CpuModel | undefined, fws: Firmware[]) => {
       if (cpu) for (const fw of fws) pairs.push({ cpu, fw });
@@ -286,6 +169,11 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
   if (needsDirect && (!kernel || !initrd || !manifest.kernel?.cmdline)) {
     throw new UserError("direct-kernel boot needs kernel and initramfs artifacts and kernel.cmdline in the manifest", { hint: "use --firmware uefi, or rebuild with acl build" });
   }
+  const abRuns = plan.filter((p) => p.bootCase.meta.kind === "ab");
+  if (abRuns.length && (!opts.payloads?.length || !opts.key))
+    throw new UserError(`case ${abRuns[0]!.bootCase.name} applies update payloads: pass --payload FILE (repeatable) and --key PUB`, {
+      hint: "build a newer version of the image with the same signing key; its NAME-VERSION.update is the payload",
+    });
   const tools = ["qemu-system-x86_64", "qemu-img"];
   if (plan.some((p) => p.bootCase.meta.kind === "tamper")) tools.push("qemu-io");
   await requireTools(tools);
@@ -306,6 +194,23 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
       const st = opts.reporter?.stage(`boot ${p.id}`, `expect ${p.expected}`);
       const dir = join(scratch, p.id);
       await mkdir(dir, { recursive: true });
+      if (p.bootCase.meta.kind === "ab") {
+        const serialLog = join(dir, "serial.log");
+        const r = await runAbScenario({
+          id: p.id, bootCase: p.bootCase, cpu: p.cpu, disk: disk!, payloads: opts.payloads ?? [], key: opts.key ?? "",
+          tries: opts.tries ?? DEFAULT_TRIES, dir, timeoutMs, accel: opts.accel ?? "tcg", imageLevel, serialLog,
+        });
+        const { lines, ...run } = r;
+        tails.set(p.id, lines.slice(-40).join("\n"));
+        if (opts.keepLogsDir) {
+          await makeDir(opts.keepLogsDir);
+          run.log = join(resolve(opts.keepLogsDir), `${p.id}.log`);
+          await writeFile(run.log, lines.join("\n") + "\n");
+        }
+        await rm(dir, { recursive: true, force: true });
+        st?.end({ note: `${run.passed ? "PASS" : "FAIL"}: ${run.reason}` });
+        return run;
+      }
       const overlay = join(dir, "disk.qcow2");
       await createOverlay(disk!.path, overlay, disk!.kind === "disk-raw" ? "raw" : "qcow2");
       if (p.bootCase.meta.tamper) {

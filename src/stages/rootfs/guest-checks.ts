@@ -41,11 +41,13 @@ export function bootCheckScript(): string {
   return dataText(GUEST_DATA.script);
 }
 
-/** The inittab line that runs the check (appended to an image's own inittab). */
+/** The inittab lines that run the A/B health step and the check (appended to an image's own inittab). */
 function inittabCheckLine(): string {
-  const line = dataText(GUEST_DATA.inittab).split("\n").find((l) => l.includes(`/${BOOT_CHECK_PATH} `));
-  if (!line) throw new BugError(`${GUEST_DATA.inittab} has no line running /${BOOT_CHECK_PATH}`);
-  return `${line}\n`;
+  const lines = dataText(GUEST_DATA.inittab).split("\n");
+  const line = lines.find((l) => l.includes(`/${BOOT_CHECK_PATH} `));
+  const ab = lines.find((l) => l.includes("/usr/lib/acl/acl-ab "));
+  if (!line || !ab) throw new BugError(`${GUEST_DATA.inittab} has no line running /${BOOT_CHECK_PATH} or /usr/lib/acl/acl-ab`);
+  return `${ab}\n${line}\n`;
 }
 
 async function writeFileIn(root: string, rel: string, text: string, mode: number): Promise<void> {

@@ -15,6 +15,7 @@ import { sha256Hex } from "../../util/hash.js";
 import { installBusyboxApplets } from "./busybox.js";
 import { applyFiles, applyUsers, enableUnits, stampOsRelease } from "./customize.js";
 import { installGuestChecks } from "./guest-checks.js";
+import { AB_REQUIREMENTS, installAbNode } from "./ab-node.js";
 import { assertIsaWithin, auditIsa } from "./isa-audit.js";
 import { installKernel, KERNEL_TOOLS, resolveKernelPackage } from "./kernel.js";
 import {
@@ -57,6 +58,7 @@ export const rootfsStage: Stage<RootfsMeta> = {
     ...spec.sources.flatMap((s) => sourceType(s).requires(s)),
     ...KERNEL_TOOLS,
     ...SBOM_TOOLS,
+    ...AB_REQUIREMENTS,
   ],
   detail: (ctx) => `${ctx.spec.sources.length} source(s)`,
   cacheInputs: (ctx) => rootfsInputs(ctx.spec, ctx.epoch),
@@ -122,6 +124,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
   await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
   if (spec.init === "busybox") await installBusyboxApplets(root);
   await installGuestChecks(root, spec.init, spec.systemd.enable);
+  await installAbNode(root);
   await applyFiles(root, spec);
   await applyUsers(root, spec, ctx.epoch);
   const etcLinksEnabled = await enableUnits(root, spec);
