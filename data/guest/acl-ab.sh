@@ -130,21 +130,22 @@ cmd_sync() {
   if [ "$me" = A ]; then other=B; else other=A; fi
   mine=$(entry_of "$me")
   theirs=$(entry_of "$other")
-  # the running slot is what systemd-boot chose: first in its order (priority 2)
+  s=absent
+  [ -n "$theirs" ] && s=$(entry_state "$theirs")
+  # the running slot is what systemd-boot chose: first in its order. Bootable
+  # slots get priorities counting down to 1, bad ones 0 (formats/boot-entries.ts)
+  top=1
+  case "$s" in good|fallback|trying) top=2 ;; esac
   case "$(entry_state "${mine:-none+0-1.efi}")" in
-    good|fallback) set_slot_attrs "$me" 2 0 1 ;;
-    trying) set_slot_attrs "$me" 2 "$(tries_left "$mine")" 0 ;;
-    *) set_slot_attrs "$me" 2 0 0 ;;
+    good|fallback) set_slot_attrs "$me" "$top" 0 1 ;;
+    trying) set_slot_attrs "$me" "$top" "$(tries_left "$mine")" 0 ;;
+    *) set_slot_attrs "$me" "$top" 0 0 ;;
   esac
-  if [ -z "$theirs" ]; then set_slot_attrs "$other" 0 0 0; s=absent
-  else
-    s=$(entry_state "$theirs")
-    case "$s" in
-      good|fallback) set_slot_attrs "$other" 1 0 1 ;;
-      trying) set_slot_attrs "$other" 1 "$(tries_left "$theirs")" 0 ;;
-      bad) set_slot_attrs "$other" 0 0 0 ;;
-    esac
-  fi
+  case "$s" in
+    good|fallback) set_slot_attrs "$other" 1 0 1 ;;
+    trying) set_slot_attrs "$other" 1 "$(tries_left "$theirs")" 0 ;;
+    *) set_slot_attrs "$other" 0 0 0 ;;
+  esac
   say "gpt in step: USR-$me ${mine:-no entry} (running), USR-$other ${theirs:-no entry} ($s)"
 }
 

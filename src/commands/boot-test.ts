@@ -26,7 +26,7 @@ export default class BootTest extends AclCommand<BootTestResult> {
     parallel: Flags.integer({ description: "boots at once", default: DEFAULT_PARALLEL, min: 1 }),
     accel: Flags.string({ description: "QEMU accelerator (kvm only where /dev/kvm works; the CPU table is for tcg)", options: ["tcg", "kvm"], default: "tcg" }),
     junit: Flags.string({ description: "write a JUnit XML report to this file" }),
-    "keep-logs": Flags.string({ description: "copy each boot's serial log into this folder" }),
+    "keep-logs": Flags.string({ description: "copy each boot's serial log into this folder (A/B cases: also the disk as the scenario left it, ID.raw)" }),
     payload: Flags.string({ description: "A/B cases (ab-update, ab-bad-verity, ab-bad-health): update payload to apply (repeatable, applied in turn)", multiple: true }),
     key: Flags.string({ description: "A/B cases: public key (PEM) the payloads are signed by" }),
     tries: Flags.integer({ description: "A/B cases: boot tries each installed payload gets", default: 3, min: 1, max: 15 }),

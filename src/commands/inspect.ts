@@ -6,7 +6,7 @@ import { formatBytes } from "../util/size.js";
 export default class Inspect extends AclCommand<InspectResult> {
   static override summary = "Show a disk's partitions, A/B slots and /usr root hashes";
   static override description =
-    "Show a disk image's partitions, GUIDs, A/B slot states and the dm-verity root hash of each /usr slot (raw, qcow2 or VHD)";
+    "Show a disk image's partitions, GUIDs, A/B slot states, the dm-verity root hash of each /usr slot, and the ESP's boot entries with their counters, the one systemd-boot boots next by its own rule and any disagreement with the GPT bits (raw, qcow2 or VHD)";
 
   static override examples = ["<%= config.bin %> inspect out/minimal/disk.raw", "<%= config.bin %> inspect out/minimal/disk.vhd --json"];
 
@@ -52,7 +52,17 @@ function render(r: InspectResult): string {
       else if (p.usr.filesystem) lines.push("    verity: no superblock found behind the filesystem");
     }
   }
-  lines.push("", r.boot ? `Boots next: ${r.boot.number} ${r.boot.label}${r.boot.decrementTries ? " (on trial: one try used)" : ""}` : "Boots next: no bootable /usr slot");
+  if (r.bootEntries) {
+    lines.push("", "Boot entries (EFI/Linux, in systemd-boot's order):");
+    if (!r.bootEntries.entries.length) lines.push("    none");
+    for (const e of r.bootEntries.entries) {
+      const counter = e.left === undefined ? "" : `, ${e.left} tries left, ${e.done} done`;
+      lines.push(`    ${e.file.padEnd(20)} ${e.skipped ? `skipped by systemd-boot: ${e.skipped}` : `${e.state}${counter}${e.slot ? `, slot ${e.slot}` : ""}, version ${e.version ?? "?"}`}`);
+    }
+    lines.push(`systemd-boot boots next: ${r.bootEntries.next ?? "nothing"}${r.bootEntries.nextSlot ? ` (slot ${r.bootEntries.nextSlot})` : ""}`);
+    for (const d of r.bootEntries.disagreements) lines.push(`disagreement: ${d}`);
+  }
+  lines.push("", r.boot ? `GPT (gptprio) boots next: ${r.boot.number} ${r.boot.label}${r.boot.decrementTries ? " (on trial: one try used)" : ""}` : "GPT (gptprio) boots next: no bootable /usr slot");
   for (const p of r.problems) lines.push(`problem: ${p}`);
   return lines.join("\n");
 }

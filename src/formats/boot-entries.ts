@@ -221,9 +221,11 @@ export function entryState(file: string): EntryState {
 export const MAX_GPT_TRIES = 15;
 
 /**
- * The GPT attributes that say what the ESP says, for each slot: the entry
- * systemd-boot boots next gets priority 2, the one after it 1, bad or absent
- * entries 0; good means successful, trying means tries = LEFT. So gptprio
+ * The GPT attributes that say what the ESP says, for each slot: bootable
+ * entries (good, trying, fallback) get priorities counting down to 1 in
+ * systemd-boot's order (so a fresh disk's slot A has Flatcar's priority 1 and
+ * a newly installed update priority 2 above it); bad or absent entries 0.
+ * Good and fallback mean successful, trying means tries = LEFT. So gptprio
  * (highest priority among successful or tried slots) picks the same slot as
  * systemd-boot, before and after a try runs out.
  */
@@ -232,19 +234,19 @@ export function slotStatesFor(entries: readonly BootEntry[]): Record<Slot, SlotS
     A: { priority: 0, tries: 0, successful: false },
     B: { priority: 0, tries: 0, successful: false },
   };
-  const ordered = orderEntries(entries.filter((e) => entrySlot(e.file)));
   const seen = new Set<Slot>();
-  let priority = 2;
-  for (const e of ordered) {
+  const bootable: BootEntry[] = [];
+  for (const e of orderEntries(entries.filter((x) => entrySlot(x.file)))) {
     const slot = entrySlot(e.file)!;
     if (seen.has(slot)) continue;
     seen.add(slot);
+    if (entryState(e.file) !== "bad") bootable.push(e);
+  }
+  for (const [i, e] of bootable.entries()) {
     const state = entryState(e.file);
-    const c = parseEntryName(e.file).counter;
-    if (state === "bad") continue;
-    states[slot] = {
-      priority: priority--,
-      tries: state === "trying" ? Math.min(c!.left, MAX_GPT_TRIES) : 0,
+    states[entrySlot(e.file)!] = {
+      priority: bootable.length - i,
+      tries: state === "trying" ? Math.min(parseEntryName(e.file).counter!.left, MAX_GPT_TRIES) : 0,
       successful: state === "good" || state === "fallback",
     };
   }

@@ -62,10 +62,12 @@ const same = (a: SlotState, b: SlotState) => a.priority === b.priority && a.trie
 /** What the disk must hold after a step: `boots` is the slot systemd-boot picks next, `bad` the one found bad. Pure. */
 export function judgeDisk(state: Pick<BootState, "entries" | "next" | "slots" | "disagreements">, want: { boots: Slot; bad?: Slot; tries?: number }): string[] {
   const problems: string[] = [];
+  // bootable slots count down to priority 1: the good slot is 2 above another good one, 1 above a bad one
+  const top = want.bad ? 1 : 2;
   if (state.next?.slot !== want.boots) problems.push(`systemd-boot would boot ${state.next?.file ?? "nothing"}, expected slot ${want.boots}`);
   const good = state.entries.find((e) => e.slot === want.boots);
   if (good?.state !== "good") problems.push(`slot ${want.boots}'s entry is ${good ? `${good.file} (${good.state})` : "missing"}, expected good`);
-  if (!same(state.slots[want.boots].gpt, { priority: 2, tries: 0, successful: true })) problems.push(`GPT of slot ${want.boots} is ${show(state.slots[want.boots].gpt)} (priority/tries/successful), expected 2/0/1`);
+  if (!same(state.slots[want.boots].gpt, { priority: top, tries: 0, successful: true })) problems.push(`GPT of slot ${want.boots} is ${show(state.slots[want.boots].gpt)} (priority/tries/successful), expected ${top}/0/1`);
   if (want.bad) {
     const bad = state.entries.find((e) => e.slot === want.bad);
     if (bad?.state !== "bad" || (want.tries !== undefined && bad.done !== want.tries)) problems.push(`slot ${want.bad}'s entry is ${bad?.file ?? "missing"}, expected bad after ${want.tries} tries (+0-${want.tries})`);

@@ -8,7 +8,7 @@ import { copyFile, mkdir, mkdtemp, rm, writeFile, access } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { bootQemu, createOverlay, prepareOvmfVars, readByte, writeByte, type Firmware, type QemuBootResult } from "../adapters/qemu.js";
-import { requireTools } from "../adapters/exec.js";
+import { requireTools, run as execRun } from "../adapters/exec.js";
 import {
   defaultModelFor, findModel, loadCases, loadCpuModels, QEMU_DIR,
   type BootCase, type CpuModel, type Level,
@@ -206,6 +206,8 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
           await makeDir(opts.keepLogsDir);
           run.log = join(resolve(opts.keepLogsDir), `${p.id}.log`);
           await writeFile(run.log, lines.join("\n") + "\n");
+          // the disk as the scenario left it, for `acl inspect`, cgpt and bootctl
+          await execRun(["cp", "--sparse=always", join(dir, "disk.raw"), join(resolve(opts.keepLogsDir), `${p.id}.raw`)]);
         }
         await rm(dir, { recursive: true, force: true });
         st?.end({ note: `${run.passed ? "PASS" : "FAIL"}: ${run.reason}` });

@@ -24,6 +24,7 @@ import { decodeErofsSuperblock, EROFS_SUPER_OFFSET, EROFS_SUPER_SIZE, isErofsSup
 import { decodeSquashfsSuperblock, isSquashfsSuperblock, SQUASHFS_SUPER_SIZE } from "../formats/squashfs.js";
 import { decodeVhdFooter, VHD_COOKIE, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "../formats/vhd-footer.js";
 import { MiB, roundUp } from "../util/size.js";
+import { readBootState } from "./update/state.js";
 import { blockDigest, decodeSuperblock, treeLayout, treeOffset, VERITY_SIGNATURE, VERITY_SUPERBLOCK_SIZE } from "../formats/verity.js";
 
 export type DiskFileFormat = "raw" | "qcow2" | "vhd";
@@ -85,6 +86,13 @@ export interface InspectResult {
   boot: { number: number; label: string; decrementTries: boolean } | null;
   /** Damage found in the table (empty when `sgdisk -v` would be happy with the headers). */
   problems: string[];
+  /** The A/B boot entries on the ESP (acl disks): systemd-boot's order, its next choice, and where the GPT bits disagree. */
+  bootEntries?: {
+    entries: { file: string; slot?: string; state: string; left?: number; done?: number; version?: string; title?: string; skipped?: string }[];
+    next: string | null;
+    nextSlot?: string;
+    disagreements: string[];
+  };
   /** For a VHD: its footer. */
   vhd?: { diskType: number; currentSize: number; timestamp: number; uniqueId: string; creatorApp: string };
 }
@@ -139,6 +147,7 @@ export async function inspectDisk(opts: InspectOptions): Promise<InspectResult> 
     const format: DiskFileFormat = !opts.format || opts.format === "auto" ? (isQcow ? "qcow2" : isVhd ? "vhd" : "raw") : opts.format;
 
     let view: DiskView = { fh, size: fileSize };
+    let rawPath = opts.path;
     let vhd: InspectResult["vhd"];
     if (format === "qcow2" || (format === "vhd" && isVhd && decodeVhdFooter(tailBytes, { verifyChecksum: false }).diskType !== VHD_DISK_TYPES.fixed)) {
       // let qemu-img expand the image into a temporary sparse raw file
@@ -147,6 +156,7 @@ export async function inspectDisk(opts: InspectOptions): Promise<InspectResult> 
       await run(["qemu-img", "convert", "-f", format === "qcow2" ? "qcow2" : "vpc", "-O", "raw", opts.path, raw], {
         hint: `is ${opts.path} really a ${format} image?`,
       });
+      rawPath = raw;
       const rfh = await open(raw, "r");
       view = { fh: rfh, size: (await rfh.stat()).size };
     }
@@ -157,7 +167,9 @@ export async function inspectDisk(opts: InspectOptions): Promise<InspectResult> 
       if (f.diskType === VHD_DISK_TYPES.fixed) view = { fh, size: fileSize - VHD_FOOTER_SIZE };
     }
     try {
-      return { ...(await inspectView(view, opts.path, format)), ...(vhd ? { vhd } : {}) };
+      const r = await inspectView(view, opts.path, format);
+      const bootEntries = await readEntries(r, rawPath, view.size);
+      return { ...r, ...(bootEntries ? { bootEntries } : {}), ...(vhd ? { vhd } : {}) };
     } finally {
       if (view.fh !== fh) await view.fh.close();
     }
@@ -165,6 +177,19 @@ export async function inspectDisk(opts: InspectOptions): Promise<InspectResult> 
     await fh.close();
     if (tmp) await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** The ESP's boot entries, for disks with an ESP and both /usr slots (acl's A/B layout). */
+async function readEntries(r: InspectResult, rawPath: string, size: number): Promise<InspectResult["bootEntries"]> {
+  const labels = new Set(r.partitions.map((p) => p.label));
+  if (!labels.has("USR-A") || !labels.has("USR-B") || !r.partitions.some((p) => p.typeGuid === TYPE_GUIDS.efiSystem)) return undefined;
+  const st = await readBootState(rawPath, size);
+  return {
+    entries: st.entries.map((e) => ({ file: e.file, slot: e.slot, state: e.state, left: e.left, done: e.done, version: e.version, title: e.title, skipped: e.skipped })),
+    next: st.next?.file ?? null,
+    nextSlot: st.next?.slot,
+    disagreements: st.disagreements,
+  };
 }
 
 async function inspectView(v: DiskView, path: string, format: DiskFileFormat): Promise<InspectResult> {

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -19,6 +19,7 @@ import { dataText } from "../../src/util/data.js";
 import { buildEsp, loaderConf, slotCmdline } from "../../src/stages/boot/esp.js";
 import { GUEST_DATA, installGuestChecks } from "../../src/stages/rootfs/guest-checks.js";
 import { decodeCpio } from "../../src/formats/cpio.js";
+import { peSectionData, peSections } from "../../src/formats/pe.js";
 import { KERNEL_CACHE } from "./helpers/image.js";
 import { tempDirs } from "./helpers/temps.js";
 
@@ -154,21 +155,26 @@ describe("ESP with systemd-boot and UKIs", () => {
       { slot: "B" as const, partUuid: "E03DD35C-7C2D-4A47-B3FE-27F15780A57C", rootHash: "b".repeat(64), hashOffset: 4096 * 10 },
       { slot: "A" as const, partUuid: "7130c94a-213a-4e5a-8e26-6cce9662f132", rootHash: "a".repeat(64), hashOffset: 4096 * 20 },
     ];
-    const opts = { vmlinuz: kernel, initramfs: initrd, slots, osRelease: { name: "acl-min", version: "1.2.3" }, sourceDateEpoch: EPOCH, extraCmdline: "quiet" };
-    const r1 = await buildEsp({ ...opts, espDir: join(d, "esp1") });
-    const r2 = await buildEsp({ ...opts, espDir: join(d, "esp2") });
+    const opts = { vmlinuz: kernel, initramfs: initrd, slots, espSlot: "A" as const, osRelease: { name: "acl-min", version: "1.2.3", microarch: "x86-64-v3" }, sourceDateEpoch: EPOCH, extraCmdline: "quiet" };
+    const r1 = await buildEsp({ ...opts, espDir: join(d, "esp1"), ukiDir: join(d, "ukis1") });
+    const r2 = await buildEsp({ ...opts, espDir: join(d, "esp2"), ukiDir: join(d, "ukis2") });
     expect(r1.ukis.map((u) => u.slot)).toEqual(["A", "B"]);
     expect(r1.ukis[0]!.cmdline).toBe(
       `console=ttyS0,115200n8 panic=10 rw verity.usr=PARTUUID=7130c94a-213a-4e5a-8e26-6cce9662f132 verity.usrhash=${"a".repeat(64)} acl.usr.hashoffset=81920 acl.slot=A quiet`,
     );
     expect(r1.ukis[1]!.cmdline).toContain("verity.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c");
-    for (const f of ["EFI/Linux/acl-A.efi", "EFI/Linux/acl-B.efi", "EFI/BOOT/BOOTX64.EFI", "loader/loader.conf"]) {
+    for (const f of ["EFI/Linux/acl-A.efi", "EFI/BOOT/BOOTX64.EFI", "loader/loader.conf"]) {
       expect(sha(join(d, "esp1", f))).toBe(sha(join(d, "esp2", f)));
     }
+    // a fresh ESP carries slot A's UKI only (good, uncounted); slot B's goes into the update payload
+    expect(readdirSync(join(d, "esp1/EFI/Linux"))).toEqual(["acl-A.efi"]);
+    expect(sha(join(d, "esp1/EFI/Linux/acl-A.efi"))).toBe(sha(join(d, "ukis1/acl-A.efi")));
+    expect(sha(join(d, "ukis1/acl-B.efi"))).toBe(sha(join(d, "ukis2/acl-B.efi")));
     expect(sha(join(d, "esp1/EFI/BOOT/BOOTX64.EFI"))).toBe(sha("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"));
     expect(sha(join(d, "esp1/EFI/systemd/systemd-bootx64.efi"))).toBe(sha("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"));
-    expect(readFileSync(join(d, "esp1/loader/loader.conf"), "utf8")).toBe(loaderConf("A"));
-    expect(loaderConf("A")).toMatch(/^default acl-A\.efi\ntimeout 0\neditor no\n/);
+    expect(readFileSync(join(d, "esp1/loader/loader.conf"), "utf8")).toBe(loaderConf());
+    // no default: an entry's id changes with every counter rename, so systemd-boot's own order decides
+    expect(loaderConf()).toBe("timeout 0\neditor no\nconsole-mode keep\n");
     expect(statSync(join(d, "esp1/EFI/Linux/acl-A.efi")).mtimeMs).toBe(EPOCH * 1000);
     const hdr = sh(["objdump", "-h", join(d, "esp1/EFI/Linux/acl-A.efi")]);
     const vma = (s: string) => new RegExp(`\\s${s.replace(".", "\\.")}\\s+([0-9a-f]+)\\s+([0-9a-f]+)`).exec(hdr)!;
@@ -183,7 +189,16 @@ describe("ESP with systemd-boot and UKIs", () => {
       return readFileSync(o, "utf8");
     };
     expect(section(join(d, "esp1/EFI/Linux/acl-A.efi"), ".cmdline").replace(/\0+$/, "")).toBe(r1.ukis[0]!.cmdline);
-    expect(section(join(d, "esp1/EFI/Linux/acl-B.efi"), ".osrel")).toContain('PRETTY_NAME="acl-min 1.2.3 (slot B)"');
+    expect(section(join(d, "ukis1/acl-B.efi"), ".osrel")).toContain('PRETTY_NAME="acl-min 1.2.3 (slot B)"');
+    expect(section(join(d, "ukis1/acl-B.efi"), ".osrel")).toContain('ACL_MICROARCH="x86-64-v3"');
+    // our PE section reader agrees with objdump's table and objcopy's extraction
+    const ukiB = readFileSync(join(d, "ukis1/acl-B.efi"));
+    for (const name of [".osrel", ".cmdline", ".linux", ".initrd"]) {
+      const ours = peSections(ukiB).find((x) => x.name === name)!;
+      expect(ours.virtualAddress).toBe(parseInt(vma(name)[2]!, 16));
+      expect(peSectionData(ukiB, name)!.equals(readFileSync(join(d, "ukis1/acl-B.efi")).subarray(ours.rawOffset, ours.rawOffset + Math.min(ours.virtualSize, ours.rawSize)))).toBe(true);
+    }
+    expect(peSectionData(ukiB, ".osrel")!.toString()).toBe(section(join(d, "ukis1/acl-B.efi"), ".osrel"));
     // the COFF timestamp is the build's epoch
     const pe = readFileSync(join(d, "esp1/EFI/Linux/acl-A.efi"));
     expect(pe.readUInt32LE(pe.readUInt32LE(0x3c) + 8)).toBe(EPOCH);

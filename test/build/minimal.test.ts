@@ -4,6 +4,7 @@
  * twice from scratch for reproducibility, then warm from the stage cache.
  */
 import { execa } from "execa";
+import { createHash } from "node:crypto";
 import { copyFile, mkdtemp, open, readFile, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,7 +21,6 @@ let mA: Manifest;
 let stderrA = "";
 
 async function sha(p: string): Promise<string> {
-  const { createHash } = await import("node:crypto");
   return createHash("sha256").update(await readFile(p)).digest("hex");
 }
 
@@ -110,14 +110,18 @@ describe("acl build images/minimal.toml", () => {
     expect(sbom.files.some((f) => f.fileName === "./usr/bin/busybox" && f.checksums.some((c) => c.algorithm === "SHA256"))).toBe(true);
   });
 
-  it("writes an update payload whose header names the slot's root hash", async () => {
+  it("writes an update payload: both slots' UKIs and the /usr image, unsigned when the build is", async () => {
     const p = mA.artifacts.find((a) => a.kind === "update-payload")!;
     const bytes = await readFile(join(outA, p.path));
-    const { meta, dataOffset } = decodeUpdateHeader(bytes);
+    const { meta } = decodeUpdateHeader(bytes);
     expect(meta.verity.rootHash).toBe(mA.verity.rootHash);
     expect(meta.microarch).toBe("x86-64-v3");
-    expect(bytes.length - dataOffset).toBe(meta.size);
-    expect(meta.sha256).toBe(mA.artifacts.find((a) => a.kind === "usr-image")!.sha256);
+    expect(meta.sections.map((s) => s.name)).toEqual(["uki-A", "uki-B", "usr"]);
+    const usr = meta.sections.find((s) => s.name === "usr")!;
+    expect(usr.sha256).toBe(mA.artifacts.find((a) => a.kind === "usr-image")!.sha256);
+    expect(createHash("sha256").update(bytes.subarray(usr.offset, usr.offset + usr.size)).digest("hex")).toBe(usr.sha256);
+    // this build has no signing key: the file ends where the signature block would start
+    expect(bytes.length).toBe(meta.signatureOffset);
   });
 
   it("reuses the rootfs and /usr stages on a warm rebuild", async () => {

@@ -33,18 +33,43 @@ async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Build images/NAME.toml (or another spec) once per spec content and acl build; returns the output folder. */
-export async function builtImage(name: string, spec = `images/${name}.toml`): Promise<string> {
+/** Build images/NAME.toml (or another spec) once per spec content, extra arguments and acl build; returns the output folder. */
+export async function builtImage(name: string, spec = `images/${name}.toml`, opts: { signKey?: string } = {}): Promise<string> {
   return withLock(name, async () => {
     const out = join(TEST_OUT, name);
-    // the spec and acl itself (compiled code and data files): a changed acl rebuilds
-    const key = createHash("sha256").update(await readFile(join(REPO, spec))).update(await treeDigest(join(REPO, "dist"))).update(await treeDigest(join(REPO, "data"))).digest("hex");
+    const extra = opts.signKey ? ["--sign-key", opts.signKey] : [];
+    // the spec, the signing key and acl itself (compiled code and data files): a changed acl rebuilds
+    const h = createHash("sha256").update(await readFile(join(REPO, spec))).update(await treeDigest(join(REPO, "dist"))).update(await treeDigest(join(REPO, "data")));
+    if (opts.signKey) h.update(await readFile(opts.signKey));
+    const key = h.digest("hex");
     const marker = join(TEST_OUT, `.${name}.built`);
     const built = await readFile(marker, "utf8").catch(() => "");
     if (built === key && process.env.ACL_TEST_REBUILD !== "1" && (await stat(join(out, "manifest.json")).catch(() => undefined))) return out;
-    const r = await acl(["build", spec, "--out", out], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
+    const r = await acl(["build", spec, "--out", out, ...extra], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
     if (r.exitCode !== 0) throw new Error(`acl build ${spec} failed (${r.exitCode}):\n${r.stderr.slice(-4000)}`);
     await writeFile(marker, key);
     return out;
   });
+}
+
+/** A signing key pair for the tests' A/B images, made once per checkout with `acl keys generate`. */
+export async function testSigningKeys(): Promise<{ key: string; pub: string }> {
+  return withLock("ab-keys", async () => {
+    const dir = join(TEST_OUT, "ab-keys");
+    const key = join(dir, "acl-signing.key");
+    const pub = join(dir, "acl-signing.pub");
+    if (!(await stat(pub).catch(() => undefined))) {
+      await rm(dir, { recursive: true, force: true });
+      const r = await acl(["keys", "generate", "--out", dir]);
+      if (r.exitCode !== 0) throw new Error(`acl keys generate failed: ${r.stderr}`);
+    }
+    return { key, pub };
+  });
+}
+
+/** The A/B test images: minimal 1.0.0 and the fixture specs in test/fixtures/specs/ab/, all signed with the test key. */
+export async function abImage(which: "1.0.0" | "1.1.0" | "1.2.0" | "bad-health"): Promise<string> {
+  const { key } = await testSigningKeys();
+  const spec = which === "1.0.0" ? "images/minimal.toml" : `test/fixtures/specs/ab/minimal-${which}.toml`;
+  return builtImage(`ab-minimal-${which}`, spec, { signKey: key });
 }

@@ -79,7 +79,7 @@ async function readRange(fh: FileHandle, offset: number, length: number): Promis
 }
 
 /** The GPT of a raw disk image from its first and last MiB. */
-export async function readGpt(disk: string): Promise<DecodedGpt> {
+export async function readGpt(disk: string, sizeBytes?: number): Promise<DecodedGpt> {
   let fh: FileHandle;
   try {
     fh = await open(disk, "r");
@@ -87,7 +87,7 @@ export async function readGpt(disk: string): Promise<DecodedGpt> {
     throw new UserError(`cannot open disk image ${disk}: ${fsReason(e)}`, { file: disk, hint: "pass a disk.raw from an acl output folder" });
   }
   try {
-    const size = (await fh.stat()).size;
+    const size = sizeBytes ?? (await fh.stat()).size;
     const n = Math.min(MiB, size);
     const head = await readRange(fh, 0, n);
     if (head.subarray(0, 4).equals(Buffer.from([0x51, 0x46, 0x49, 0xfb])))
@@ -142,8 +142,9 @@ export function describeUki(bytes: Buffer, slotUuids: Record<Slot, string>): Pic
 const sameState = (a: SlotState, b: SlotState) => a.priority === b.priority && a.tries === b.tries && a.successful === b.successful;
 const showState = (s: SlotState) => `priority ${s.priority}, tries ${s.tries}, successful ${s.successful ? 1 : 0}`;
 
-export async function readBootState(disk: string): Promise<BootState> {
-  const gpt = await readGpt(disk);
+/** `sizeBytes`: the disk's size when the file is longer (a fixed VHD's footer follows the disk). */
+export async function readBootState(disk: string, sizeBytes?: number): Promise<BootState> {
+  const gpt = await readGpt(disk, sizeBytes);
   const ss = gpt.sectorSize;
   const espPart = gpt.partitions.find((p) => p.typeGuid === TYPE_GUIDS.efiSystem);
   if (!espPart) throw new UserError(`${disk} has no EFI system partition`, { file: disk });

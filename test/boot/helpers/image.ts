@@ -140,7 +140,7 @@ export async function buildTestImage(o: TestImageOptions): Promise<TestImage> {
 
   const espDir = join(work, "esp");
   const slotA = { slot: "A" as const, partUuid: USR_A_UUID, rootHash, hashOffset: fsSize };
-  await buildEsp({ espDir, vmlinuz, initramfs: initrd, slots: [slotA], osRelease: { name: "acl-test", version: "0.0.1" }, sourceDateEpoch: epoch });
+  await buildEsp({ espDir, ukiDir: join(work, "ukis"), espSlot: "A", vmlinuz, initramfs: initrd, slots: [slotA], osRelease: { name: "acl-test", version: "0.0.1", microarch }, sourceDateEpoch: epoch });
 
   // filesystems
   const espSize = 64 * MiB;
