@@ -1,8 +1,9 @@
 #!/bin/sh
 # acl-ab: the node's side of acl's A/B updates (installed as /usr/lib/acl/acl-ab).
 #
-#   acl-ab health   run the image's health checks (/usr/lib/acl/health.d/*); on a
-#                   failure print why and reboot, so an entry on trial uses up a try
+#   acl-ab health   run the image's health checks (/usr/lib/acl/health.d/*); a failure
+#                   on a boot on trial exits 1 (`boot` then reboots; on systemd,
+#                   FailureAction=reboot), so the entry uses up a try
 #   acl-ab bless    mark the entry systemd-boot counted for this boot as good (what
 #                   systemd-bless-boot does on systemd images), then sync
 #   acl-ab sync     set the GPT attributes of USR-A/USR-B (priority, tries,
@@ -174,11 +175,14 @@ cmd_health() {
       "$h" || failed="$failed $(basename "$h")"
     done
   fi
-  if [ -n "$failed" ]; then
+  if [ -z "$failed" ]; then say "health ok"; return 0; fi
+  # only a boot on trial is rebooted: an entry already good has no older one to fall back to
+  if efivars_ready && [ -n "$(boot_count_path)" ]; then
     say "health check failed:$failed: rebooting without blessing this boot"
     return 1
   fi
-  say "health ok"
+  say "health check failed:$failed: this entry is already good, so it keeps booting"
+  return 0
 }
 
 cmd_boot() {

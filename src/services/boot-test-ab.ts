@@ -30,6 +30,7 @@ export type AbBreak = "none" | "verity" | "health";
 /** One boot of a scenario, as the console showed it. */
 export interface AbBoot {
   slot?: Slot;
+  /** The entry this boot left good (blessed, or already good). */
   blessed?: string;
   healthFailed?: string;
   verityCorrupted: boolean;
@@ -46,7 +47,9 @@ export function parseAbBoots(lines: readonly { text: string }[], uuids: Record<S
     }
     const u = /acl-init: usr slot \S+ \(PARTUUID=([0-9a-fA-F-]{36})\)/.exec(text);
     if (u) cur.slot = SLOTS.find((s) => uuids[s].toLowerCase() === u[1]!.toLowerCase());
-    const b = /acl-ab: blessed (\S+)/.exec(text);
+    // busybox images say so when they bless; on systemd images bless-boot is silent, and the sync after it
+    // names the running slot's entry: uncounted means good
+    const b = /acl-ab: blessed (\S+)/.exec(text) ?? /acl-ab: gpt in step: USR-[AB] (acl-[AB]\.efi) \(running\)/.exec(text);
     if (b) cur.blessed = b[1];
     const h = /acl-ab: health check failed:\s*(.*?):/.exec(text);
     if (h) cur.healthFailed = h[1]!.trim();

@@ -68,8 +68,15 @@ export async function testSigningKeys(): Promise<{ key: string; pub: string }> {
 }
 
 /** The A/B test images: minimal 1.0.0 and the fixture specs in test/fixtures/specs/ab/, all signed with the test key. */
-export async function abImage(which: "1.0.0" | "1.1.0" | "1.2.0" | "bad-health"): Promise<string> {
+export async function abImage(which: "1.0.0" | "1.1.0" | "1.2.0" | "bad-health" | "systemd-1.0.0" | "systemd-1.1.0"): Promise<string> {
   const { key } = await testSigningKeys();
-  const spec = which === "1.0.0" ? "images/minimal.toml" : `test/fixtures/specs/ab/minimal-${which}.toml`;
-  return builtImage(`ab-minimal-${which}`, spec, { signKey: key });
+  const specs: Record<typeof which, string> = {
+    "1.0.0": "images/minimal.toml",
+    "1.1.0": "test/fixtures/specs/ab/minimal-1.1.0.toml",
+    "1.2.0": "test/fixtures/specs/ab/minimal-1.2.0.toml",
+    "bad-health": "test/fixtures/specs/ab/minimal-bad-health.toml",
+    "systemd-1.0.0": "test/fixtures/specs/plain-systemd.toml",
+    "systemd-1.1.0": "test/fixtures/specs/ab/plain-systemd-1.1.0.toml",
+  };
+  return builtImage(`ab-${which.startsWith("systemd") ? "plain-" : "minimal-"}${which}`, specs[which], { signKey: key });
 }

@@ -8,28 +8,76 @@
  *   /usr/lib/acl/tools/        sfdisk with its libraries and loader, copied from
  *                              the build host, so acl-ab needs nothing of the image
  *
- * busybox images run `acl-ab boot` from inittab (::wait, before the boot check);
- * systemd images get it through units (see data/guest/acl-ab-*.service).
+ * busybox images run `acl-ab boot` from inittab (::wait, before the boot check).
+ * systemd images bless with Debian's systemd-bless-boot (package systemd-boot,
+ * which the image must contain) and get, in /usr/lib/systemd/system:
+ *   efi.mount                   the ESP read-write at /efi, where bless-boot looks
+ *   acl-ab-health.service       health checks before boot-complete.target (a failure
+ *                               on a boot on trial reboots), then the GPT sync
+ *   systemd-bless-boot.service.d/acl-ab.conf   the GPT sync once blessed
+ *   systemd-boot-check-no-failures.service     required by boot-complete.target
+ * and lose systemd-boot-update.service's link: the ESP's boot loader is the
+ * build's (signed, later), never replaced by a copy from /usr at boot.
  */
-import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { chmod, copyFile, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import { run, tools, type Requirement } from "../../adapters/exec.js";
 import { UserError } from "../../errors.js";
 import { dataText } from "../../util/data.js";
+import { exists } from "../../util/fs.js";
 import { parseLdd } from "../boot/initramfs.js";
 
 export const AB_SCRIPT = "usr/lib/acl/acl-ab";
 export const AB_TOOLS_DIR = "usr/lib/acl/tools";
 export const HEALTH_DIR = "usr/lib/acl/health.d";
 export const AB_DATA = "guest/acl-ab.sh";
+/** systemd units and drop-ins (data file → path under /usr/lib/systemd/system). */
+export const AB_UNITS = {
+  "guest/efi.mount": "efi.mount",
+  "guest/acl-ab-health.service": "acl-ab-health.service",
+  "guest/acl-ab-bless.conf": "systemd-bless-boot.service.d/acl-ab.conf",
+} as const;
+const UNIT_DIR = "usr/lib/systemd/system";
+/** Enablement links: folder under UNIT_DIR → unit. */
+const AB_LINKS: readonly [string, string][] = [
+  ["local-fs.target.wants", "efi.mount"],
+  ["multi-user.target.wants", "acl-ab-health.service"],
+  ["boot-complete.target.requires", "acl-ab-health.service"],
+  ["boot-complete.target.requires", "systemd-boot-check-no-failures.service"],
+];
+export const BLESS_BOOT = "usr/lib/systemd/systemd-bless-boot";
 /** Host programs copied into the image's tool folder. */
 export const AB_HOST_BINARIES = { sfdisk: "/usr/sbin/sfdisk" } as const;
 const LOADER = "ld-linux-x86-64.so.2";
 
 export const AB_REQUIREMENTS: readonly Requirement[] = [...tools("ldd"), { file: AB_HOST_BINARIES.sfdisk, package: "fdisk" }];
 
-export async function installAbNode(root: string): Promise<{ files: string[] }> {
+async function installSystemdUnits(root: string, files: string[]): Promise<void> {
+  if (!(await exists(join(root, BLESS_BOOT))))
+    throw new UserError("this systemd image has no /usr/lib/systemd/systemd-bless-boot, which blesses a good boot after an A/B update", {
+      key: "sources",
+      hint: 'add "systemd-boot" to the packages of a debian source (Debian ships systemd-bless-boot in it)',
+    });
+  for (const [data, rel] of Object.entries(AB_UNITS)) {
+    const p = join(root, UNIT_DIR, rel);
+    await mkdir(dirname(p), { recursive: true });
+    await writeFile(p, dataText(data));
+    await chmod(p, 0o644);
+    files.push(`${UNIT_DIR}/${rel}`);
+  }
+  for (const [dir, unit] of AB_LINKS) {
+    if (!(await exists(join(root, UNIT_DIR, unit)))) throw new UserError(`the image has no ${unit} (systemd 252 ships it)`);
+    const link = join(root, UNIT_DIR, dir, unit);
+    await mkdir(dirname(link), { recursive: true });
+    if (!(await exists(link))) await symlink(`../${unit}`, link);
+    files.push(`${UNIT_DIR}/${dir}/${unit}`);
+  }
+  for (const d of [UNIT_DIR, "etc/systemd/system"]) await rm(join(root, d, "sysinit.target.wants/systemd-boot-update.service"), { force: true });
+}
+
+export async function installAbNode(root: string, init: "systemd" | "busybox"): Promise<{ files: string[] }> {
   const files: string[] = [];
+  if (init === "systemd") await installSystemdUnits(root, files);
   await mkdir(join(root, "usr/lib/acl"), { recursive: true });
   await writeFile(join(root, AB_SCRIPT), dataText(AB_DATA));
   await chmod(join(root, AB_SCRIPT), 0o755);

@@ -124,7 +124,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
   await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
   if (spec.init === "busybox") await installBusyboxApplets(root);
   await installGuestChecks(root, spec.init, spec.systemd.enable);
-  await installAbNode(root);
+  await installAbNode(root, spec.init);
   await applyFiles(root, spec);
   await applyUsers(root, spec, ctx.epoch);
   const etcLinksEnabled = await enableUnits(root, spec);
