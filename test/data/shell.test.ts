@@ -6,13 +6,14 @@
  * boot check's logic is also run with a stand-in systemctl.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, symlinkSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { MICROARCHES } from "../../src/formats/microarch.js";
 import { INIT_TEMPLATE, renderInitScript, type CorruptionPolicy, type InitKind } from "../../src/stages/boot/init-script.js";
 import { BOOT_CHECK_PATH, BOOT_CHECK_REQUEST, bootCheckScript, bootCheckUnit, GUEST_DATA } from "../../src/stages/rootfs/guest-checks.js";
+import { AB_DATA, AB_SCRIPT, AB_UNITS } from "../../src/stages/rootfs/ab-node.js";
 import { dataPath, dataText } from "../../src/util/data.js";
 import { placeholders, renderTemplate, TemplateError } from "../../src/util/template.js";
 import { tempDirs } from "../boot/helpers/temps.js";
@@ -110,6 +111,37 @@ describe("guest boot check (data/guest/)", () => {
       expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
     }
+  });
+
+  it("acl-ab.sh (the node's A/B step) passes shellcheck, and inittab runs it before the boot check", () => {
+    expect(shellcheck([dataPath(AB_DATA)])).toBe("");
+    const tab = dataText(GUEST_DATA.inittab);
+    expect(tab.indexOf(`::wait:/${AB_SCRIPT} boot\n`)).toBeGreaterThan(-1);
+    expect(tab.indexOf(`::wait:/${AB_SCRIPT} boot`)).toBeLessThan(tab.indexOf(`::once:/${BOOT_CHECK_PATH}`));
+  });
+
+  it("the A/B units pass systemd-analyze verify", () => {
+    const root = mkdtempSync(join(tmpdir(), "acl-ab-units-"));
+    mkdirSync(join(root, "usr/lib/acl"), { recursive: true });
+    // the targets and units they name come from the host's systemd 252, the version Debian 12 images carry
+    mkdirSync(join(root, "usr/lib/systemd"), { recursive: true });
+    expect(spawnSync("cp", ["-a", "/lib/systemd/system", "/lib/systemd/systemd-bless-boot", join(root, "usr/lib/systemd/")]).status).toBe(0);
+    // merged /usr, as acl's images have it
+    symlinkSync("usr/lib", join(root, "lib"));
+    writeFileSync(join(root, AB_SCRIPT), dataText(AB_DATA));
+    chmodSync(join(root, AB_SCRIPT), 0o755);
+    const units: string[] = [];
+    for (const [data, rel] of Object.entries(AB_UNITS)) {
+      const p = join(root, "usr/lib/systemd/system", rel);
+      mkdirSync(dirname(p), { recursive: true });
+      writeFileSync(p, dataText(data));
+      if (!rel.includes(".d/")) units.push(p);
+    }
+    // the drop-in is read with Debian's systemd-bless-boot.service (host package systemd-boot)
+    units.push(join(root, "usr/lib/systemd/system/systemd-bless-boot.service"));
+    const r = spawnSync("systemd-analyze", ["verify", `--root=${root}`, ...units], { encoding: "utf8", env: { ...process.env, PATH } });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
   });
 
   it("checks exactly the units it is given, with a stand-in systemctl", () => {

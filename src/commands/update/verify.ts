@@ -1,7 +1,6 @@
 import { Args, Flags } from "@oclif/core";
 import { AclCommand } from "../../lib/base-command.js";
-import { verifyPayload } from "../../services/update/payload.js";
-import type { UpdateMetadata } from "../../formats/update-payload.js";
+import { verifyPayload, type UpdateMetadata } from "../../services/update/payload.js";
 
 interface UpdateVerifyResult {
   path: string;

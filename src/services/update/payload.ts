@@ -21,6 +21,8 @@ import {
 } from "../../formats/update-payload.js";
 import { loadPublicKey } from "../verify.js";
 
+export type { UpdateMetadata };
+
 export interface VerifiedPayload {
   path: string;
   meta: UpdateMetadata;
