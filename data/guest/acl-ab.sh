@@ -9,6 +9,10 @@
 #   acl-ab sync     set the GPT attributes of USR-A/USR-B (priority, tries,
 #                   successful) to what the ESP's entries say
 #   acl-ab boot     health, then bless (busybox images run this from inittab)
+#   acl-ab apply PAYLOAD [--tries N] [--allow-downgrade]
+#                   (also installed as /usr/lib/acl/acl-update) verify a signed update
+#                   payload with the key baked into the image, write the idle slot,
+#                   read it back, and install its UKI with N tries as the last step
 #
 # Runs on busybox and on systemd images: POSIX sh, busybox or coreutils, and
 # sfdisk from acl's private tool folder (/usr/lib/acl/tools), so an image
@@ -23,8 +27,12 @@ EFIVARS=/sys/firmware/efi/efivars
 say() { echo "acl-ab: $*"; }
 die() { say "error: $*" >&2; exit 1; }
 
-# sfdisk with acl's own loader and libraries: works whatever libc the image has
-sfdisk_() { "$TOOLS/lib/ld-linux-x86-64.so.2" --library-path "$TOOLS/lib" "$TOOLS/bin/sfdisk" "$@"; }
+UPDATE_KEY=/usr/lib/acl/update.pub
+
+# sfdisk and openssl with acl's own loader and libraries: works whatever libc the image has
+tool_() { t="$1"; shift; "$TOOLS/lib/ld-linux-x86-64.so.2" --library-path "$TOOLS/lib" "$TOOLS/bin/$t" "$@"; }
+sfdisk_() { tool_ sfdisk "$@"; }
+openssl_() { tool_ openssl "$@"; }
 
 # the running slot, from the command line the UKI carries
 running_slot() {
@@ -196,10 +204,212 @@ cmd_boot() {
   cmd_bless
 }
 
+# ---------------------------------------------------------------- apply
+
+# bytes [off, off+len) of a file or device, in 4 KiB blocks when both are aligned
+range_() { # file off len
+  if [ $(( $2 % 4096 )) -eq 0 ] && [ $(( $3 % 4096 )) -eq 0 ]; then
+    dd if="$1" bs=4096 skip=$(( $2 / 4096 )) count=$(( $3 / 4096 )) 2>/dev/null
+  else
+    tail -c +$(( $2 + 1 )) "$1" | head -c "$3"
+  fi
+}
+sha_() { openssl_ dgst -sha256 -r | cut -d' ' -f1; }
+# unsigned big-endian 32-bit integer at byte $2 of file $1
+u32_() { range_ "$1" "$2" 4 | od -An -tu1 | awk '{ print ((($1 * 256 + $2) * 256 + $3) * 256 + $4) }'; }
+json_str() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | sed 's/.*:"\(.*\)"/\1/'; }
+json_num() { grep -o "\"$1\":[0-9]*" | head -n 1 | sed 's/.*://'; }
+# section NAME of the metadata in $meta: sets s_off, s_sha, s_size
+sect() {
+  s_off="" s_sha="" s_size=""
+  read -r s_off s_sha s_size <<SECTION
+$(section_ "$meta" "$1")
+SECTION
+  [ -n "$s_size" ] || die "refused: the payload has no section $1"
+}
+section_() { # json name -> "offset sha256 size"
+  printf '%s' "$1" | grep -o "{\"name\":\"$2\",\"offset\":[0-9]*,\"sha256\":\"[0-9a-f]*\",\"size\":[0-9]*}" |
+    sed 's/.*"offset":\([0-9]*\),"sha256":"\([0-9a-f]*\)","size":\([0-9]*\)}/\1 \2 \3/'
+}
+
+# systemd's version order (strverscmp_improved) in awk: prints -1, 0 or 1
+vercmp() {
+  awk -v a="$1" -v b="$2" '
+    function isv(c) { return c ~ /[A-Za-z0-9~^.-]/ }
+    function cls(c) { return c ~ /[0-9]/ ? "d" : (c ~ /[A-Za-z]/ ? "a" : "o") }
+    BEGIN {
+      i = 1; j = 1; la = length(a); lb = length(b)
+      while (1) {
+        while (i <= la && !isv(substr(a, i, 1))) i++
+        while (j <= lb && !isv(substr(b, j, 1))) j++
+        ca = substr(a, i, 1); cb = substr(b, j, 1)
+        if (ca == "~" || cb == "~") { if (ca != "~") { print 1; exit } if (cb != "~") { print -1; exit } i++; j++ }
+        if (i > la || j > lb) { print (i > la && j > lb) ? 0 : (i > la ? -1 : 1); exit }
+        n = split("- ^ .", seps, " ")
+        for (k = 1; k <= n; k++) {
+          ca = substr(a, i, 1); cb = substr(b, j, 1); s = seps[k]
+          if (ca == s || cb == s) { if (ca != s) { print 1; exit } if (cb != s) { print -1; exit } i++; j++ }
+        }
+        ca = substr(a, i, 1); cb = substr(b, j, 1)
+        if (cls(ca) == "d" || cls(cb) == "d") {
+          ii = i; while (ii <= la && cls(substr(a, ii, 1)) == "d") ii++
+          jj = j; while (jj <= lb && cls(substr(b, jj, 1)) == "d") jj++
+          if ((ii > i) != (jj > j)) { print (ii > i) ? 1 : -1; exit }
+          while (i < ii && substr(a, i, 1) == "0") i++
+          while (j < jj && substr(b, j, 1) == "0") j++
+          if (ii - i != jj - j) { print (ii - i > jj - j) ? 1 : -1; exit }
+          x = substr(a, i, ii - i); y = substr(b, j, jj - j)
+          if (x != y) { print (x > y) ? 1 : -1; exit }
+        } else {
+          ii = i; while (ii <= la && cls(substr(a, ii, 1)) == "a") ii++
+          jj = j; while (jj <= lb && cls(substr(b, jj, 1)) == "a") jj++
+          m = (ii - i < jj - j) ? ii - i : jj - j
+          x = substr(a, i, m); y = substr(b, j, m)
+          if (x != y) { print (x > y) ? 1 : -1; exit }
+          if (ii - i != jj - j) { print (ii - i > jj - j) ? 1 : -1; exit }
+        }
+        i = ii; j = jj
+      }
+    }'
+}
+
+level_rank() { case "$1" in x86-64) echo 1 ;; x86-64-v2) echo 2 ;; x86-64-v3) echo 3 ;; x86-64-v4) echo 4 ;; *) echo 99 ;; esac; }
+os_field() { sed -n "s/^$1=\"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" /usr/lib/os-release | head -n 1; }
+
+cmd_apply() {
+  file="" tries=3 allow_down=0
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --tries) tries="$2"; shift ;;
+      --allow-downgrade) allow_down=1 ;;
+      -*) die "unknown option $1" ;;
+      *) file="$1" ;;
+    esac
+    shift
+  done
+  [ -n "$file" ] || die "usage: acl-update apply PAYLOAD [--tries N] [--allow-downgrade]"
+  [ -r "$file" ] || die "cannot read $file"
+  case "$tries" in [1-9]|1[0-5]) ;; *) die "--tries $tries is out of range (1-15)" ;; esac
+  [ -f "$UPDATE_KEY" ] || die "this image was built without an update key ([update] key or a signing key): it cannot check payloads"
+  efivars_ready || die "no UEFI variables: A/B updates need systemd-boot"
+  mount_esp
+  me=$(running_slot) || die "the command line names no acl.slot: not booted from an acl UKI"
+  if [ "$me" = A ]; then target=B; else target=A; fi
+  mine=$(entry_of "$me")
+  [ "$(entry_state "${mine:-none+0-1.efi}")" = good ] || [ "$(entry_state "${mine:-none+0-1.efi}")" = fallback ] ||
+    die "refused: this boot (${mine:-no entry}) is not blessed yet; writing slot $target now could leave no good slot to fall back to"
+  [ -z "$(boot_count_path)" ] || [ ! -f "$ESP_MNT/$(boot_count_path)" ] ||
+    die "refused: this boot is still on trial ($(boot_count_path)); wait until it is blessed"
+
+  say "checking $file for slot $target (running: slot $me, $mine)"
+  work=/run/acl/update
+  rm -rf "$work"; mkdir -p "$work"
+  # the header, checked before anything else is read from the payload
+  [ "$(range_ "$file" 0 6)" = ACLUPD ] || die "refused: $file is not an acl update payload"
+  [ "$(range_ "$file" 6 2 | od -An -tu1 | tr -s ' ')" = " 0 2" ] || die "refused: $file is not payload format 2"
+  jlen=$(u32_ "$file" 8)
+  if [ "$jlen" -le 0 ] || [ "$jlen" -gt 1048576 ]; then die "refused: the payload header claims $jlen bytes"; fi
+  range_ "$file" 12 "$jlen" >"$work/meta.json"
+  meta=$(cat "$work/meta.json")
+  data_off=$(( (12 + jlen + 4095) / 4096 * 4096 ))
+  range_ "$file" 0 "$data_off" >"$work/header"
+  sig_off=$(printf '%s' "$meta" | json_num signatureOffset)
+  [ -n "$sig_off" ] || die "refused: the payload header has no signatureOffset"
+  [ "$(range_ "$file" "$sig_off" 6)" = ACLSIG ] || die "refused: the payload is not signed (or is truncated)"
+  slen=$(u32_ "$file" $(( sig_off + 8 )))
+  if [ "$slen" -le 0 ] || [ "$slen" -gt 65536 ]; then die "refused: the signature block claims $slen bytes"; fi
+  end=$(( sig_off + 12 + slen ))
+  if [ -f "$file" ]; then
+    [ "$(wc -c <"$file")" -eq "$end" ] || die "refused: $file is $(wc -c <"$file") bytes, its signature block ends at $end (truncated or extended)"
+  fi
+  sig=$(range_ "$file" $(( sig_off + 12 )) "$slen")
+  [ "$(range_ "$file" $(( end - 1 )) 1)" = "}" ] || die "refused: the payload is truncated"
+  alg=$(printf '%s' "$sig" | json_str algorithm)
+  key_id=$(printf '%s' "$sig" | json_str keyId)
+  printf '%s' "$sig" | json_str signature | openssl_ base64 -d -A >"$work/sig"
+  trusted=$(openssl_ pkey -pubin -in "$UPDATE_KEY" -outform DER | sha_)
+  [ "$key_id" = "$trusted" ] || die "refused: the payload is signed by key $key_id, not by this image's update key $trusted"
+  case "$alg" in
+    ed25519) openssl_ pkeyutl -verify -pubin -inkey "$UPDATE_KEY" -rawin -in "$work/header" -sigfile "$work/sig" >/dev/null 2>&1 ;;
+    rsa) openssl_ dgst -sha256 -verify "$UPDATE_KEY" -signature "$work/sig" "$work/header" >/dev/null 2>&1 ;;
+    *) false ;;
+  esac || die "refused: the payload's signature does not verify with $UPDATE_KEY"
+  say "signature ok (key $key_id)"
+
+  name=$(printf '%s' "$meta" | json_str name)
+  version=$(printf '%s' "$meta" | json_str version)
+  level=$(printf '%s' "$meta" | json_str microarch)
+  min_version=$(printf '%s' "$meta" | json_str minVersion)
+  my_name=$(os_field IMAGE_ID)
+  my_version=$(os_field IMAGE_VERSION)
+  my_level=$(os_field ACL_MICROARCH)
+  [ "$name" = "$my_name" ] || die "refused: the payload is for image '$name', this node runs '$my_name'"
+  c=$(vercmp "$version" "$my_version")
+  if [ "$c" -le 0 ] && [ "$allow_down" != 1 ]; then
+    if [ "$c" -eq 0 ]; then die "refused: version $version is already installed (pass --allow-downgrade to install it anyway)"; fi
+    die "refused: $version is older than the installed $my_version (pass --allow-downgrade to install it anyway)"
+  fi
+  if [ -n "$min_version" ] && [ "$(vercmp "$my_version" "$min_version")" -lt 0 ]; then
+    die "refused: the payload updates only from $min_version or later; this node runs $my_version"
+  fi
+  [ "$(level_rank "$level")" -le "$(level_rank "$my_level")" ] || die "refused: the payload needs $level, the installed image needs only $my_level"
+
+  # every section's digest, and zeros in the padding between them
+  prev_end=$data_off
+  for sec in "uki-$target" usr; do
+    sect "$sec"
+    [ "$(range_ "$file" "$s_off" "$s_size" | sha_)" = "$s_sha" ] || die "refused: section $sec does not match its signed sha256 (the file was changed)"
+  done
+  for sec in uki-A uki-B usr; do
+    sect "$sec"
+    gap=$(( s_off - prev_end ))
+    if [ "$gap" -gt 0 ] && [ "$(range_ "$file" "$prev_end" "$gap" | tr -d '\000' | wc -c)" -ne 0 ]; then die "refused: non-zero padding before section $sec"; fi
+    prev_end=$(( s_off + s_size ))
+  done
+  sect usr
+  usr_off=$s_off usr_sha=$s_sha usr_size=$s_size
+  part=$(part_by_name "USR-$target") || die "no partition named USR-$target"
+  slot_bytes=$(( $(cat "/sys/class/block/$part/size") * 512 ))
+  [ "$usr_size" -le "$slot_bytes" ] || die "refused: the new /usr is $usr_size bytes, USR-$target holds $slot_bytes"
+  sect "uki-$target"
+  uki_off=$s_off uki_sha=$s_sha uki_size=$s_size
+  say "payload ok: $name $version ($level) for slot $target; writing"
+
+  # 1. the target slot holds nothing bootable while it is written
+  set_slot_attrs "$target" 0 0 0
+  rm -f "$ESP_MNT"/EFI/Linux/acl-"$target".efi "$ESP_MNT"/EFI/Linux/acl-"$target"+*.efi "$ESP_MNT/EFI/Linux/.acl-$target.new"
+  sync
+  say "writing USR-$target (/dev/$part, $usr_size bytes)"
+  range_ "$file" "$usr_off" "$usr_size" | dd of="/dev/$part" bs=4096 conv=fsync 2>/dev/null || die "writing /dev/$part failed"
+  sync
+  echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  [ "$(range_ "/dev/$part" 0 "$usr_size" | sha_)" = "$usr_sha" ] || die "USR-$target reads back differently from what was written: the disk may be failing; slot $me still boots"
+  say "USR-$target written and read back"
+  # 2. a downgrade would sort after the running entry: rank that one last, it stays the fallback
+  if [ "$(vercmp "$version" "$my_version")" -le 0 ] && [ "$mine" != "acl-$me+0-0.efi" ]; then
+    mv "$ESP_MNT/EFI/Linux/$mine" "$ESP_MNT/EFI/Linux/acl-$me+0-0.efi" || die "cannot rename $mine"
+    mine="acl-$me+0-0.efi"
+  fi
+  # 3. the new entry: copied under a name systemd-boot ignores, checked, then renamed
+  say "copying the UKI for slot $target to the ESP"
+  range_ "$file" "$uki_off" "$uki_size" >"$ESP_MNT/EFI/Linux/.acl-$target.new"
+  sync
+  [ "$(sha_ <"$ESP_MNT/EFI/Linux/.acl-$target.new")" = "$uki_sha" ] || die "the UKI copied to the ESP reads back differently"
+  say "installing EFI/Linux/acl-$target+$tries-0.efi"
+  mv "$ESP_MNT/EFI/Linux/.acl-$target.new" "$ESP_MNT/EFI/Linux/acl-$target+$tries-0.efi" || die "cannot install the entry"
+  sync
+  # 4. the GPT follows: the new slot first with its tries, the running one the fallback
+  set_slot_attrs "$target" 2 "$tries" 0
+  set_slot_attrs "$me" 1 0 1
+  rm -rf "$work"
+  say "installed $name $version in slot $target with $tries tries; boots next: acl-$target+$tries-0.efi (slot $me stays the fallback)"
+}
+
 case "${1:-}" in
+  apply) shift; cmd_apply "$@" ;;
   health) cmd_health ;;
   bless) cmd_bless ;;
   sync) cmd_sync ;;
   boot) cmd_boot ;;
-  *) die "usage: acl-ab health|bless|sync|boot" ;;
+  *) die "usage: acl-ab health|bless|sync|boot|apply PAYLOAD" ;;
 esac

@@ -33,7 +33,7 @@ export const CaseMeta = z.strictObject({
   kind: z.enum(["boot", "tamper", "ab"]),
   tamper: z.strictObject({ partition: z.string(), offset: z.number().int().nonnegative() }).optional(),
   /** A/B scenario: how the update is broken (none: it must boot and be blessed). */
-  ab: z.strictObject({ break: z.enum(["none", "verity", "health"]) }).optional(),
+  ab: z.strictObject({ break: z.enum(["none", "verity", "health", "interrupt"]) }).optional(),
   matrix: z.strictObject({ atLevel: z.array(Firmware), belowLevel: z.array(Firmware) }),
   /** How QEMU attaches the disk (default virtio-blk). */
   disk: z.enum(["virtio-blk", "virtio-scsi", "nvme"]).optional(),

@@ -11,6 +11,10 @@
  *                   dm-verity on every try, then the old slot boots by itself
  *   ab-bad-health   the first payload (an image whose health check fails) is tried
  *                   until its tries run out, then the old slot boots by itself
+ *   ab-interrupt    the image's own updater (/usr/lib/acl/acl-update) applies the first
+ *                   payload from a second disk, and QEMU is killed at several points of
+ *                   it: each time the old slot boots next; then a full apply succeeds and
+ *                   the new slot boots and is blessed
  */
 import { open } from "node:fs/promises";
 import { join } from "node:path";
@@ -21,11 +25,19 @@ import { UserError } from "../errors.js";
 import { SLOTS, type Slot } from "../formats/boot-entries.js";
 import type { SlotState } from "../formats/gpt.js";
 import { BOOT_CHECK_REQUEST } from "../stages/rootfs/guest-checks.js";
-import { applyUpdate, type ApplyResult } from "./update/apply.js";
+import { applyUpdate, chooseTarget, type ApplyResult } from "./update/apply.js";
 import { readBootState, type BootState } from "./update/state.js";
 import { judge, parseConsole, type BootRun, type GuestCheck } from "./boot-judge.js";
 
-export type AbBreak = "none" | "verity" | "health";
+export type AbBreak = "none" | "verity" | "health" | "interrupt";
+
+/** Where the interrupt scenario kills QEMU: a line the on-node updater prints, and how long after it. */
+export const INTERRUPT_POINTS: readonly { what: string; line: RegExp; afterMs: number }[] = [
+  { what: "after its checks, before the first write", line: /acl-ab: payload ok:/, afterMs: 0 },
+  { what: "while writing the slot", line: /acl-ab: writing USR-[AB] /, afterMs: 400 },
+  { what: "while copying the UKI to the ESP", line: /acl-ab: copying the UKI/, afterMs: 150 },
+];
+export const APPLY_REQUEST = "acl.boot-check.apply=/dev/vdb";
 
 /** One boot of a scenario, as the console showed it. */
 export interface AbBoot {
@@ -118,6 +130,7 @@ export async function runAbScenario(s: AbScenario): Promise<BootRun & { lines: s
   else await run(["qemu-img", "convert", "-O", "raw", s.disk.path, disk]);
   const vars = join(s.dir, "OVMF_VARS.fd");
   await prepareOvmfVars(vars);
+  if (brk === "interrupt") return runInterrupt(s, disk, vars);
   const steps = brk === "none" ? s.payloads : s.payloads.slice(0, 1);
   const problems: string[] = [];
   const proved: string[] = [];
@@ -174,5 +187,69 @@ export async function runAbScenario(s: AbScenario): Promise<BootRun & { lines: s
     passed: problems.length === 0,
     reason: problems.length ? problems.join("; ") : proved.join("; "),
     durationMs, userspaceMs, checks, lines: allLines,
+  };
+}
+
+/** The interrupt scenario (see the top of this file). */
+async function runInterrupt(s: AbScenario, disk: string, vars: string): Promise<BootRun & { lines: string[] }> {
+  // the payload as a second disk, padded to whole sectors (the updater reads its length from the signature block)
+  const payloadDisk = join(s.dir, "payload.raw");
+  await run(["cp", s.payloads[0]!, payloadDisk]);
+  const fh = await open(payloadDisk, "r+");
+  await fh.truncate(Math.ceil((await fh.stat()).size / 512) * 512);
+  await fh.close();
+  const before = await readBootState(disk);
+  const from = chooseTarget(before).keep.slot!;
+  const target: Slot = from === "A" ? "B" : "A";
+  const uuids = { A: before.slots.A.partition.partGuid, B: before.slots.B.partition.partGuid };
+  const problems: string[] = [];
+  const proved: string[] = [];
+  const allLines: string[] = [];
+  let durationMs = 0;
+  let n = 0;
+  const boot = async (apply: boolean, stop?: (typeof INTERRUPT_POINTS)[number]) => {
+    const q = await bootQemu({
+      disk, diskFormat: "raw", cpu: s.cpu.name, firmware: "uefi", ovmfVars: vars, allowReboot: true,
+      extraDisks: apply ? [payloadDisk] : [], smbiosStrings: apply ? [BOOT_CHECK_REQUEST, APPLY_REQUEST] : [BOOT_CHECK_REQUEST],
+      serialLog: s.serialLog.replace(/\.log$/, `-${++n}.log`), timeoutMs: s.timeoutMs, accel: s.accel,
+      ...(stop ? { stopOn: [stop.line], graceMs: stop.afterMs } : {}),
+    });
+    durationMs += q.durationMs;
+    allLines.push(...q.lines.map((l) => l.text));
+    return q;
+  };
+  const healthyBoot = async (tag: string, slot: Slot) => {
+    const q = await boot(false);
+    const boots = parseAbBoots(q.lines, uuids);
+    const v = judge({ expected: "boot", facts: parseConsole(q.lines), qemu: q, imageLevel: s.imageLevel, cpuLevel: s.cpu.level, bootCase: s.bootCase });
+    if (boots.map((b) => b.slot ?? "?").join(" ") !== slot) problems.push(`${tag}: boots were [${boots.map((b) => b.slot ?? "?").join(" ")}], expected slot ${slot} once`);
+    else if (!v.passed) problems.push(`${tag}: ${v.reason}`);
+    return q;
+  };
+  for (const point of INTERRUPT_POINTS) {
+    const q = await boot(true, point);
+    if (!q.stoppedBy) {
+      problems.push(`the updater never printed ${point.line.source} (last: ${q.lines.filter((l) => /acl-ab:/.test(l.text)).at(-1)?.text ?? "nothing"})`);
+      continue;
+    }
+    await healthyBoot(`killed ${point.what}`, from);
+    const st = await readBootState(disk);
+    if (st.next?.slot !== from) problems.push(`killed ${point.what}: systemd-boot would boot ${st.next?.file ?? "nothing"}, expected slot ${from}`);
+    for (const d of st.disagreements) problems.push(`killed ${point.what}: ESP and GPT disagree: ${d}`);
+    if (!problems.length) proved.push(`killed ${point.what}: slot ${from} booted`);
+  }
+  const q = await boot(true);
+  const applied = parseConsole(q.lines).checks.find((c) => c.name === "update-apply");
+  if (applied?.status !== "ok") problems.push(`the full on-node apply: ${applied ? `${applied.status} ${applied.detail}` : "no ACL-CHECK update-apply line"}`);
+  else {
+    const q2 = await healthyBoot("after the on-node apply", target);
+    const b = parseAbBoots(q2.lines, uuids).at(-1);
+    if (b?.blessed !== `acl-${target}.efi`) problems.push(`after the on-node apply: slot ${target}'s boot was not blessed`);
+    problems.push(...judgeDisk(await readBootState(disk), { boots: target }).map((p) => `after the on-node apply: ${p}`));
+    if (!problems.length) proved.push(`then the on-node apply succeeded and slot ${target} booted and was blessed`);
+  }
+  return {
+    id: s.id, case: s.bootCase.name, cpu: s.cpu.name, cpuLevel: s.cpu.level, firmware: "uefi", expected: "ab-update",
+    passed: problems.length === 0, reason: problems.length ? problems.join("; ") : proved.join("; "), durationMs, checks: [], lines: allLines,
   };
 }

@@ -83,7 +83,7 @@ export function planRuns(opts: {
     if (bc.meta.kind === "ab") {
       // one scenario, UEFI from the disk alone (boot counting lives in the loader), on a CPU at the image's level
       const cpu = opts.cpus?.find(meets) ?? opts.defaults.at;
-      if (cpu) runs.push({ id: `${bc.name}-${cpu.name}-uefi`, bootCase: bc, cpu, firmware: "uefi", expected: bc.meta.ab?.break === "none" ? "ab-update" : "ab-fallback" });
+      if (cpu) runs.push({ id: `${bc.name}-${cpu.name}-uefi`, bootCase: bc, cpu, firmware: "uefi", expected: bc.meta.ab?.break === "none" || bc.meta.ab?.break === "interrupt" ? "ab-update" : "ab-fallback" });
       continue;
     }
     let pairs: { cpu: CpuModel; fw: Firmware }[] = [];

@@ -49,7 +49,7 @@ describe("acl boot-test input errors", () => {
     expect(e.error.message).toBe("direct-kernel boot needs kernel and initramfs artifacts and kernel.cmdline in the manifest");
     expect(e.error.hint).toMatch(/--firmware uefi/);
     const c = await acl(["boot-test", out, "--case", "nope"]);
-    expect(c.stderr).toMatch(/error: unknown boot-test case: nope\nhint: cases are folders in .*qemu\/cases: boot, nvme, scsi, tamper/);
+    expect(c.stderr).toMatch(/error: unknown boot-test case: nope\nhint: cases are folders in .*qemu\/cases: ab-bad-health, ab-bad-verity, ab-interrupt, ab-update, boot, nvme, scsi, tamper/);
   });
 
   it("names a listed artifact that is missing", async () => {

@@ -131,7 +131,7 @@ describe("/init and the guest check scripts", () => {
     writeFileSync(join(own, "usr/sbin/init"), "");
     await installGuestChecks(own, "busybox");
     await installGuestChecks(own, "busybox");
-    expect(readFileSync(join(own, "etc/inittab"), "utf8")).toBe("::sysinit:/etc/rc\n::once:/usr/lib/acl/boot-check busybox\n");
+    expect(readFileSync(join(own, "etc/inittab"), "utf8")).toBe("::sysinit:/etc/rc\n::wait:/usr/lib/acl/acl-ab boot\n::once:/usr/lib/acl/boot-check busybox\n");
 
     const sd = mkdtempSync(join(tmpdir(), "acl-gc-"));
     await installGuestChecks(sd, "systemd", ["containerd.service", "ssh.service"]);

@@ -282,7 +282,7 @@ describe("inspect", () => {
     expect(h.stdout).toContain(`Disk identifier (GUID): ${raw.diskGuid}`);
     expect(h.stdout).toMatch(/^\s+3\s+\d+\s+\d+\s+8\.0 MiB\s+0101000000000000\s+USR-A$/m);
     expect(h.stdout).toContain(`verity root hash: ${payload.rootHash}`);
-    expect(h.stdout).toContain("Boots next: 3 USR-A");
+    expect(h.stdout).toContain("GPT (gptprio) boots next: 3 USR-A");
     const bad = await acl(["inspect", join(dir, "missing.raw")]);
     expect(bad.exitCode).toBe(1);
     expect(bad.stderr).toMatch(/^error: cannot open disk image .*missing\.raw: it does not exist \(ENOENT\)\nhint: /m);

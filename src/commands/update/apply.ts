@@ -3,7 +3,7 @@ import { AclCommand } from "../../lib/base-command.js";
 import { applyUpdate, DEFAULT_TRIES, type ApplyResult } from "../../services/update/apply.js";
 
 export default class UpdateApply extends AclCommand<ApplyResult> {
-  static override summary = "Apply a signed update payload to the idle A/B slot of a raw disk image";
+  static override summary = "Apply a signed update payload to a disk's idle A/B slot";
   static override description =
     "Verifies PAYLOAD (signature by --key, every section's sha256) and refuses another image's payload, a downgrade (unless --allow-downgrade), a microarch above the installed image's and a /usr that does not fit. Then writes the idle /usr slot, checks it against the root hash, and installs the slot's UKI with --tries boot tries as the last step, so an interruption at any point leaves the current slot booting. Prints what boots next. Raw disks only (convert qcow2 with qemu-img).";
   static override examples = [

@@ -19,9 +19,11 @@
  * and lose systemd-boot-update.service's link: the ESP's boot loader is the
  * build's (signed, later), never replaced by a copy from /usr at boot.
  */
-import { chmod, copyFile, mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { createPublicKey } from "node:crypto";
+import { chmod, copyFile, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { run, tools, type Requirement } from "../../adapters/exec.js";
+import { resolveSpecPath, type ImageSpec } from "../../config/spec.js";
 import { UserError } from "../../errors.js";
 import { dataText } from "../../util/data.js";
 import { exists } from "../../util/fs.js";
@@ -46,11 +48,42 @@ const AB_LINKS: readonly [string, string][] = [
   ["boot-complete.target.requires", "systemd-boot-check-no-failures.service"],
 ];
 export const BLESS_BOOT = "usr/lib/systemd/systemd-bless-boot";
-/** Host programs copied into the image's tool folder. */
-export const AB_HOST_BINARIES = { sfdisk: "/usr/sbin/sfdisk" } as const;
+/** Host programs copied into the image's tool folder: sfdisk writes the GPT bits, openssl checks payloads. */
+export const AB_HOST_BINARIES = { sfdisk: "/usr/sbin/sfdisk", openssl: "/usr/bin/openssl" } as const;
+/** The public key the on-node updater trusts, and the updater's own name. */
+export const UPDATE_KEY_PATH = "usr/lib/acl/update.pub";
+export const UPDATE_COMMAND = "usr/lib/acl/acl-update";
 const LOADER = "ld-linux-x86-64.so.2";
 
-export const AB_REQUIREMENTS: readonly Requirement[] = [...tools("ldd"), { file: AB_HOST_BINARIES.sfdisk, package: "fdisk" }];
+export const AB_REQUIREMENTS: readonly Requirement[] = [
+  ...tools("ldd"),
+  { file: AB_HOST_BINARIES.sfdisk, package: "fdisk" },
+  { file: AB_HOST_BINARIES.openssl, package: "openssl" },
+];
+
+/**
+ * The key the image's updater trusts (PEM): the spec's [update] key, else the
+ * public half of the build's signing key, else none (the updater then refuses
+ * every payload, saying why).
+ */
+export async function updateKeyPem(spec: Readonly<ImageSpec>, signKey: string | undefined): Promise<string | undefined> {
+  let pem: string;
+  let from: string;
+  if (spec.update.key) {
+    from = resolveSpecPath(spec.specDir, spec.update.key);
+    pem = await readFile(from, "utf8");
+    if (pem.includes("PRIVATE KEY-----"))
+      throw new UserError(`${spec.specPath}: 'update.key' (${from}) is a private key; the image must carry only the public half`, { file: spec.specPath, key: "update.key", hint: "point update.key at the acl-signing.pub written by `acl keys generate`" });
+  } else if (signKey) {
+    from = signKey;
+    pem = await readFile(signKey, "utf8");
+  } else return undefined;
+  try {
+    return String(createPublicKey(pem).export({ format: "pem", type: "spki" }));
+  } catch (e) {
+    throw new UserError(`${spec.specPath}: '${spec.update.key ? "update.key" : "signing.key"}' (${from}) is not a PEM key: ${(e as Error).message}`, { file: spec.specPath, key: spec.update.key ? "update.key" : "signing.key" });
+  }
+}
 
 async function installSystemdUnits(root: string, files: string[]): Promise<void> {
   if (!(await exists(join(root, BLESS_BOOT))))
@@ -75,13 +108,17 @@ async function installSystemdUnits(root: string, files: string[]): Promise<void>
   for (const d of [UNIT_DIR, "etc/systemd/system"]) await rm(join(root, d, "sysinit.target.wants/systemd-boot-update.service"), { force: true });
 }
 
-export async function installAbNode(root: string, init: "systemd" | "busybox"): Promise<{ files: string[] }> {
+export async function installAbNode(root: string, init: "systemd" | "busybox", updateKey?: string): Promise<{ files: string[] }> {
   const files: string[] = [];
   if (init === "systemd") await installSystemdUnits(root, files);
+  if (updateKey) files.push(UPDATE_KEY_PATH);
   await mkdir(join(root, "usr/lib/acl"), { recursive: true });
+  if (updateKey) await writeFile(join(root, UPDATE_KEY_PATH), updateKey);
   await writeFile(join(root, AB_SCRIPT), dataText(AB_DATA));
   await chmod(join(root, AB_SCRIPT), 0o755);
-  files.push(AB_SCRIPT);
+  await rm(join(root, UPDATE_COMMAND), { force: true });
+  await symlink("acl-ab", join(root, UPDATE_COMMAND));
+  files.push(AB_SCRIPT, UPDATE_COMMAND);
   await mkdir(join(root, HEALTH_DIR), { recursive: true });
   const bin = join(root, AB_TOOLS_DIR, "bin");
   const lib = join(root, AB_TOOLS_DIR, "lib");

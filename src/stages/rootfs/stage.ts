@@ -15,7 +15,7 @@ import { sha256Hex } from "../../util/hash.js";
 import { installBusyboxApplets } from "./busybox.js";
 import { applyFiles, applyUsers, enableUnits, stampOsRelease } from "./customize.js";
 import { installGuestChecks } from "./guest-checks.js";
-import { AB_REQUIREMENTS, installAbNode } from "./ab-node.js";
+import { AB_REQUIREMENTS, installAbNode, updateKeyPem } from "./ab-node.js";
 import { assertIsaWithin, auditIsa } from "./isa-audit.js";
 import { installKernel, KERNEL_TOOLS, resolveKernelPackage } from "./kernel.js";
 import {
@@ -61,7 +61,7 @@ export const rootfsStage: Stage<RootfsMeta> = {
     ...AB_REQUIREMENTS,
   ],
   detail: (ctx) => `${ctx.spec.sources.length} source(s)`,
-  cacheInputs: (ctx) => rootfsInputs(ctx.spec, ctx.epoch),
+  cacheInputs: async (ctx) => ({ ...(await rootfsInputs(ctx.spec, ctx.epoch)), updateKey: await updateKeyPem(ctx.spec, ctx.signKey) }),
   run: fillRootfs,
   note: (m) => `${m.packages.length} packages, ${m.fileCount} files`,
 };
@@ -124,7 +124,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
   await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
   if (spec.init === "busybox") await installBusyboxApplets(root);
   await installGuestChecks(root, spec.init, spec.systemd.enable);
-  await installAbNode(root, spec.init);
+  await installAbNode(root, spec.init, await updateKeyPem(spec, ctx.signKey));
   await applyFiles(root, spec);
   await applyUsers(root, spec, ctx.epoch);
   const etcLinksEnabled = await enableUnits(root, spec);
