@@ -59,7 +59,7 @@ ESP_MNT=""
 # the ESP mounted read-write: where the system has it (/efi, /boot, /boot/efi), else under /run
 mount_esp() {
   [ -n "$ESP_MNT" ] && return 0
-  for d in /efi /boot /boot/efi; do
+  for d in /efi /boot /boot/efi /run/acl/esp; do
     if [ -d "$d/EFI/Linux" ] && grep -qs " $d vfat rw" /proc/mounts; then ESP_MNT=$d; return 0; fi
   done
   part=$(part_by_name EFI-SYSTEM) || die "no partition named EFI-SYSTEM"

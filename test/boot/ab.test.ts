@@ -1,7 +1,7 @@
 /**
  * "Update, break, fall back" in QEMU (UEFI from the disk alone, reboots
  * allowed, one OVMF vars copy per scenario), through `acl boot-test --case
- * ab-*`: the verdict comes from what the guest printed and from the disk the
+ * ab-*`, and the image's own updater interrupted by killing QEMU: the verdict comes from what the guest printed and from the disk the
  * scenario left behind, which cgpt and bootctl (on a copy of the ESP) read
  * here as well.
  */
@@ -109,6 +109,18 @@ describe("A/B scenarios under QEMU", () => {
     expect(await cgpt(disk, 4)).toBe("2/0/1");
     expect(await cgpt(disk, 3)).toBe("1/0/1");
     expect((await bootctlEntries(disk)).map((e) => e.file)).toEqual(["acl-B.efi", "acl-A.efi"]);
+    await rm(disk);
+  }, 40 * 60_000);
+
+  it("the on-node updater killed after its checks, mid-write and mid-copy: A boots each time, then a full apply succeeds", async () => {
+    const v2 = await abImage("1.1.0");
+    const run = await scenario("ab-interrupt", [join(v2, "minimal-1.1.0.update")], 3);
+    expect(run.reason).toBe(
+      "killed after its checks, before the first write: slot A booted; killed while writing the slot: slot A booted; killed while copying the UKI to the ESP: slot A booted; then the on-node apply succeeded and slot B booted and was blessed",
+    );
+    const disk = join(keep, `${run.id}.raw`);
+    expect(await cgpt(disk, 4)).toBe("2/0/1");
+    expect((await bootctlEntries(disk)).find((e) => e.isDefault)?.file).toBe("acl-B.efi");
     await rm(disk);
   }, 40 * 60_000);
 });
