@@ -22,6 +22,7 @@
 import { createPublicKey } from "node:crypto";
 import { chmod, copyFile, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { owningPackages } from "../../adapters/dpkg.js";
 import { run, tools, type Requirement } from "../../adapters/exec.js";
 import { resolveSpecPath, type ImageSpec } from "../../config/spec.js";
 import { UserError } from "../../errors.js";
@@ -56,7 +57,7 @@ export const UPDATE_COMMAND = "usr/lib/acl/acl-update";
 const LOADER = "ld-linux-x86-64.so.2";
 
 export const AB_REQUIREMENTS: readonly Requirement[] = [
-  ...tools("ldd"),
+  ...tools("ldd", "dpkg-query"),
   { file: AB_HOST_BINARIES.sfdisk, package: "fdisk" },
   { file: AB_HOST_BINARIES.openssl, package: "openssl" },
 ];
@@ -108,7 +109,16 @@ async function installSystemdUnits(root: string, files: string[]): Promise<void>
   for (const d of [UNIT_DIR, "etc/systemd/system"]) await rm(join(root, d, "sysinit.target.wants/systemd-boot-update.service"), { force: true });
 }
 
-export async function installAbNode(root: string, init: "systemd" | "busybox", updateKey?: string): Promise<{ files: string[] }> {
+/** A Debian package of the build host whose files acl copied into the image (for the SBOM). */
+export interface HostPackage {
+  name: string;
+  version: string;
+  arch: string;
+  /** Image paths (relative to the root) of the copies. */
+  files: string[];
+}
+
+export async function installAbNode(root: string, init: "systemd" | "busybox", updateKey?: string): Promise<{ files: string[]; hostPackages: HostPackage[] }> {
   const files: string[] = [];
   if (init === "systemd") await installSystemdUnits(root, files);
   if (updateKey) files.push(UPDATE_KEY_PATH);
@@ -125,10 +135,12 @@ export async function installAbNode(root: string, init: "systemd" | "busybox", u
   await mkdir(bin, { recursive: true });
   await mkdir(lib, { recursive: true });
   const libs = new Set<string>();
+  const copied = new Map<string, string>(); // host path -> image path
   for (const [name, host] of Object.entries(AB_HOST_BINARIES)) {
     await copyFile(host, join(bin, name));
     await chmod(join(bin, name), 0o755);
     files.push(`${AB_TOOLS_DIR}/bin/${name}`);
+    copied.set(host, `${AB_TOOLS_DIR}/bin/${name}`);
     for (const l of parseLdd((await run(["ldd", host])).stdout)) libs.add(l);
   }
   const names = new Set<string>();
@@ -139,7 +151,19 @@ export async function installAbNode(root: string, init: "systemd" | "busybox", u
     await copyFile(l, join(lib, name));
     await chmod(join(lib, name), 0o755);
     files.push(`${AB_TOOLS_DIR}/lib/${name}`);
+    copied.set(l, `${AB_TOOLS_DIR}/lib/${name}`);
   }
   if (!names.has(LOADER)) throw new UserError(`ldd named no ${LOADER} for ${Object.values(AB_HOST_BINARIES).join(", ")}`);
-  return { files };
+  // which host package each copy came from, so the SBOM lists them
+  const owners = await owningPackages([...copied.keys()]);
+  const byPkg = new Map<string, HostPackage>();
+  for (const [host, rel] of [...copied].sort()) {
+    const o = owners.get(host);
+    if (!o) throw new UserError(`no installed Debian package owns ${host}, which acl copies into the image's tool folder`, { hint: "reinstall the package that provides it (dpkg -S shows the owner)" });
+    const key = `${o.name}:${o.arch}`;
+    const p = byPkg.get(key) ?? { name: o.name, version: o.version, arch: o.arch, files: [] };
+    p.files.push(rel);
+    byPkg.set(key, p);
+  }
+  return { files, hostPackages: [...byPkg.values()].sort((a, b) => a.name.localeCompare(b.name)) };
 }

@@ -23,6 +23,8 @@ export interface SbomInput {
   packages: readonly DebPackage[];
   /** Container images and archives that contributed content. */
   images: readonly { ref: string; digest: string }[];
+  /** Packages of the build host whose files acl copied in (the A/B tool folder), with the copies' paths. */
+  hostPackages?: readonly { name: string; version: string; arch: string; files: readonly string[] }[];
 }
 
 interface SpdxFile {
@@ -105,19 +107,22 @@ export async function buildSbom(input: SbomInput): Promise<{ json: string; packa
   });
   relationships.push({ spdxElementId: docId, relationshipType: "DESCRIBES", relatedSpdxElement: imageId });
 
-  const sorted = [...input.packages].sort((a, b) => a.name.localeCompare(b.name) || a.arch.localeCompare(b.arch));
-  for (const p of sorted) {
-    const pid = `SPDXRef-Package-deb-${spdxId(p.name)}-${spdxId(p.arch)}`;
+  type Entry = DebPackage & { hostFiles?: readonly string[] };
+  const host: Entry[] = (input.hostPackages ?? []).map((h) => ({ name: h.name, version: h.version, arch: h.arch, fields: {}, hostFiles: h.files }));
+  const sorted: Entry[] = [...input.packages].sort((a, b) => a.name.localeCompare(b.name) || a.arch.localeCompare(b.arch));
+  for (const p of [...sorted, ...host]) {
+    const pid = p.hostFiles ? `SPDXRef-Package-host-deb-${spdxId(p.name)}-${spdxId(p.arch)}` : `SPDXRef-Package-deb-${spdxId(p.name)}-${spdxId(p.arch)}`;
     let licenses: string[] = [];
     try {
-      const real = await resolveInRoot(root, `usr/share/doc/${p.name}/copyright`);
-      licenses = licensesFromCopyright(await readFile(join(root, real), "utf8"));
+      // a host package's copyright file is the host's
+      const copyright = p.hostFiles ? `/usr/share/doc/${p.name}/copyright` : join(root, await resolveInRoot(root, `usr/share/doc/${p.name}/copyright`));
+      licenses = licensesFromCopyright(await readFile(copyright, "utf8"));
     } catch {
       licenses = [];
     }
     const fileIds: string[] = [];
     const sha1s: string[] = [];
-    for (const path of (await packageFiles(root, p)).sort()) {
+    for (const path of (p.hostFiles ? [...p.hostFiles] : await packageFiles(root, p)).sort()) {
       const rel = await resolveInRoot(root, path.replace(/^\/+/, ""), false);
       let st;
       try {
@@ -160,6 +165,7 @@ export async function buildSbom(input: SbomInput): Promise<{ json: string; packa
       licenseConcluded: "NOASSERTION",
       licenseDeclared: toSpdxExpression(licenses),
       copyrightText: "NOASSERTION",
+      ...(p.hostFiles ? { comment: "copied from the build host into /usr/lib/acl/tools (acl's A/B updater)" } : {}),
       externalRefs: [
         {
           referenceCategory: "PACKAGE-MANAGER",

@@ -124,7 +124,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
   await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
   if (spec.init === "busybox") await installBusyboxApplets(root);
   await installGuestChecks(root, spec.init, spec.systemd.enable);
-  await installAbNode(root, spec.init, await updateKeyPem(spec, ctx.signKey));
+  const ab = await installAbNode(root, spec.init, await updateKeyPem(spec, ctx.signKey));
   await applyFiles(root, spec);
   await applyUsers(root, spec, ctx.epoch);
   const etcLinksEnabled = await enableUnits(root, spec);
@@ -144,6 +144,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
     toolVersion: ctx.aclVersion,
     packages: allPackages,
     images,
+    hostPackages: ab.hostPackages,
   });
   await writeFile(join(io.dir, ROOTFS_SBOM), sbom.json);
   const removed = [...(await removePackageManagers(root)), ...(await removeMachineState(root))];
