@@ -9,6 +9,7 @@
 #   acl-ab sync     set the GPT attributes of USR-A/USR-B (priority, tries,
 #                   successful) to what the ESP's entries say
 #   acl-ab boot     health, then bless (busybox images run this from inittab)
+#   acl-ab vercmp A B   -1, 0 or 1: systemd's version order, as the updater compares
 #   acl-ab apply PAYLOAD [--tries N] [--allow-downgrade]
 #                   (also installed as /usr/lib/acl/acl-update) verify a signed update
 #                   payload with the key baked into the image, write the idle slot,
@@ -28,6 +29,8 @@ say() { echo "acl-ab: $*"; }
 die() { say "error: $*" >&2; exit 1; }
 
 UPDATE_KEY=/usr/lib/acl/update.pub
+# written by acl from the spec's [update] section: TRIES=N
+UPDATE_CONF=/usr/lib/acl/update.conf
 
 # sfdisk and openssl with acl's own loader and libraries: works whatever libc the image has
 tool_() { t="$1"; shift; "$TOOLS/lib/ld-linux-x86-64.so.2" --library-path "$TOOLS/lib" "$TOOLS/bin/$t" "$@"; }
@@ -277,7 +280,12 @@ level_rank() { case "$1" in x86-64) echo 1 ;; x86-64-v2) echo 2 ;; x86-64-v3) ec
 os_field() { sed -n "s/^$1=\"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" /usr/lib/os-release | head -n 1; }
 
 cmd_apply() {
-  file="" tries=3 allow_down=0
+  tries=3
+  if [ -r "$UPDATE_CONF" ]; then
+    conf_tries=$(sed -n 's/^TRIES=\([0-9]*\)$/\1/p' "$UPDATE_CONF")
+    [ -n "$conf_tries" ] && tries=$conf_tries
+  fi
+  file="" allow_down=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --tries) tries="$2"; shift ;;
@@ -407,6 +415,7 @@ cmd_apply() {
 
 case "${1:-}" in
   apply) shift; cmd_apply "$@" ;;
+  vercmp) vercmp "${2:-}" "${3:-}" ;;
   health) cmd_health ;;
   bless) cmd_bless ;;
   sync) cmd_sync ;;

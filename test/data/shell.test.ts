@@ -14,6 +14,7 @@ import { MICROARCHES } from "../../src/formats/microarch.js";
 import { INIT_TEMPLATE, renderInitScript, type CorruptionPolicy, type InitKind } from "../../src/stages/boot/init-script.js";
 import { BOOT_CHECK_PATH, BOOT_CHECK_REQUEST, bootCheckScript, bootCheckUnit, GUEST_DATA } from "../../src/stages/rootfs/guest-checks.js";
 import { AB_DATA, AB_SCRIPT, AB_UNITS } from "../../src/stages/rootfs/ab-node.js";
+import { compareVersions } from "../../src/formats/boot-entries.js";
 import { dataPath, dataText } from "../../src/util/data.js";
 import { placeholders, renderTemplate, TemplateError } from "../../src/util/template.js";
 import { tempDirs } from "../boot/helpers/temps.js";
@@ -117,6 +118,18 @@ describe("guest boot check (data/guest/)", () => {
     const tab = dataText(GUEST_DATA.inittab);
     expect(tab.indexOf(`::wait:/${AB_SCRIPT} boot\n`)).toBeGreaterThan(-1);
     expect(tab.indexOf(`::wait:/${AB_SCRIPT} boot`)).toBeLessThan(tab.indexOf(`::once:/${BOOT_CHECK_PATH}`));
+  });
+
+  it("acl-ab's version order (awk) agrees with compareVersions, under busybox awk and mawk", () => {
+    const bb = mkdtempSync(join(tmpdir(), "acl-bb-"));
+    for (const a of ["awk", "sh", "sed", "grep", "head", "tr", "od", "cut", "cat"]) symlinkSync("/bin/busybox", join(bb, a));
+    const pairs = [["1.0.0", "1.1.0"], ["1.9", "1.10"], ["1.0", "1.0.0"], ["1.0~rc1", "1.0"], ["1.0-1", "1.0.1"], ["1.0^p1", "1.0"], ["1.0a", "1.0b"], ["001", "1"], ["2024.1", "2023.12"], ["1.2.3", "1.2.3"], ["abc", "abcde"], ["1_2", "1.2"], ["10", "9a"], ["1.0+build1", "1.0+build2"]];
+    for (const path of [bb, "/usr/bin:/bin"]) {
+      for (const [a, b] of pairs) {
+        const r = spawnSync("sh", [dataPath(AB_DATA), "vercmp", a!, b!], { encoding: "utf8", env: { PATH: path } });
+        expect(Number(r.stdout.trim()), `${a} vs ${b} with PATH=${path}: ${r.stderr}`).toBe(compareVersions(a, b));
+      }
+    }
   });
 
   it("the A/B units pass systemd-analyze verify", () => {

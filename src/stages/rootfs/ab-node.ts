@@ -118,12 +118,16 @@ export interface HostPackage {
   files: string[];
 }
 
-export async function installAbNode(root: string, init: "systemd" | "busybox", updateKey?: string): Promise<{ files: string[]; hostPackages: HostPackage[] }> {
+export const UPDATE_CONF_PATH = "usr/lib/acl/update.conf";
+
+export async function installAbNode(root: string, init: "systemd" | "busybox", updateKey?: string, tries = 3): Promise<{ files: string[]; hostPackages: HostPackage[] }> {
   const files: string[] = [];
   if (init === "systemd") await installSystemdUnits(root, files);
   if (updateKey) files.push(UPDATE_KEY_PATH);
   await mkdir(join(root, "usr/lib/acl"), { recursive: true });
   if (updateKey) await writeFile(join(root, UPDATE_KEY_PATH), updateKey);
+  await writeFile(join(root, UPDATE_CONF_PATH), `# the node's updater (/usr/lib/acl/acl-update): written by acl from the spec's [update] section\nTRIES=${tries}\n`);
+  files.push(UPDATE_CONF_PATH);
   await writeFile(join(root, AB_SCRIPT), dataText(AB_DATA));
   await chmod(join(root, AB_SCRIPT), 0o755);
   await rm(join(root, UPDATE_COMMAND), { force: true });

@@ -85,6 +85,7 @@ async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number): Promise<R
     init: spec.init,
     microarch: spec.microarch,
     policy: spec.policy,
+    update: spec.update,
     name: spec.name,
     version: spec.version,
     sourceDateEpoch: epoch,
@@ -124,7 +125,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
   await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
   if (spec.init === "busybox") await installBusyboxApplets(root);
   await installGuestChecks(root, spec.init, spec.systemd.enable);
-  const ab = await installAbNode(root, spec.init, await updateKeyPem(spec, ctx.signKey));
+  const ab = await installAbNode(root, spec.init, await updateKeyPem(spec, ctx.signKey), spec.update.tries);
   await applyFiles(root, spec);
   await applyUsers(root, spec, ctx.epoch);
   const etcLinksEnabled = await enableUnits(root, spec);
