@@ -59,7 +59,8 @@ async function bootctlEntries(disk: string): Promise<{ file: string; isDefault: 
 
 describe("A/B scenarios under QEMU", () => {
   it("A→B, then B→A': each update boots, is blessed, and the GPT shows it successful", async () => {
-    const [v2, v3] = await Promise.all([abImage("1.1.0"), abImage("1.2.0")]);
+    const v2 = await abImage("1.1.0");
+    const v3 = await abImage("1.2.0");
     const run = await scenario("ab-update", [join(v2, "minimal-1.1.0.update"), join(v3, "minimal-1.2.0.update")], 3);
     expect(run.reason).toMatch(/1\.1\.0 booted from slot B and was blessed; 1\.2\.0 booted from slot A and was blessed/);
     const disk = join(keep, `${run.id}.raw`);
@@ -100,7 +101,8 @@ describe("A/B scenarios under QEMU", () => {
   }, 40 * 60_000);
 
   it("a systemd image: acl's health unit, then Debian's systemd-bless-boot blesses B, and the GPT follows", async () => {
-    const [s1, s2] = await Promise.all([abImage("systemd-1.0.0"), abImage("systemd-1.1.0")]);
+    const s1 = await abImage("systemd-1.0.0");
+    const s2 = await abImage("systemd-1.1.0");
     const run = await scenario("ab-update", [join(s2, "plain-systemd-1.1.0.update")], 3, s1);
     expect(run.reason).toMatch(/1\.1\.0 booted from slot B and was blessed/);
     const log = await readFile(join(keep, `${run.id}.log`), "utf8");

@@ -17,11 +17,21 @@ async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
   for (;;) {
     try {
       await mkdir(lock);
+      await writeFile(join(lock, "pid"), String(process.pid));
       break;
     } catch {
-      // a lock older than 40 minutes belongs to a dead run
+      // a lock whose holder is gone (a test worker that ended mid-build), or older than 40 minutes, is stale
       const st = await stat(lock).catch(() => undefined);
-      if (st && Date.now() - st.mtimeMs > 40 * 60_000) await rm(lock, { recursive: true, force: true });
+      const pid = Number(await readFile(join(lock, "pid"), "utf8").catch(() => "0"));
+      let gone = false;
+      if (pid > 0) {
+        try {
+          process.kill(pid, 0);
+        } catch (e) {
+          gone = (e as NodeJS.ErrnoException).code === "ESRCH";
+        }
+      }
+      if ((st && Date.now() - st.mtimeMs > 40 * 60_000) || gone) await rm(lock, { recursive: true, force: true });
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${lock}`);
       await new Promise((r) => setTimeout(r, 1000));
     }

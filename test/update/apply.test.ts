@@ -27,7 +27,8 @@ const payload = (out: string, version: string) => join(out, `minimal-${version}.
 
 beforeAll(async () => {
   keys = await testSigningKeys();
-  [v1, v2] = await Promise.all([abImage("1.0.0"), abImage("1.1.0")]);
+  v1 = await abImage("1.0.0");
+  v2 = await abImage("1.1.0");
   tmp = await mkdtemp(join(tmpdir(), "acl-update-"));
 }, 20 * 60_000);
 afterAll(async () => {

@@ -106,13 +106,27 @@ export async function installKernel(opts: InstallKernelOptions): Promise<Install
       await rm(tmp, { recursive: true, force: true });
     }
   }
-  // Unpack once per package version; a marker file says the tree is complete.
+  // Unpack once per package version, into a scratch folder renamed into place when complete (a marker
+  // file says so): two builds sharing a cache may both unpack, and the second rename loses harmlessly.
   const tree = join(opts.cacheDir, "unpacked", `${name}_${version}`);
   if (!(await exists(join(tree, ".acl-complete")))) {
-    await rm(tree, { recursive: true, force: true });
-    await mkdir(tree, { recursive: true });
-    await run(["dpkg-deb", "-x", deb, tree]);
-    await writeFile(join(tree, ".acl-complete"), `${name} ${version}\n`);
+    await mkdir(join(opts.cacheDir, "unpacked"), { recursive: true });
+    const scratch = await mkdtemp(join(opts.cacheDir, "unpacked", `.${name}-`));
+    try {
+      await run(["dpkg-deb", "-x", deb, scratch]);
+      await writeFile(join(scratch, ".acl-complete"), `${name} ${version}\n`);
+      // a tree without the marker is what a killed build left: move it out of the way first
+      if ((await exists(tree)) && !(await exists(join(tree, ".acl-complete")))) {
+        const stale = `${scratch}.stale`;
+        await rename(tree, stale).catch(() => undefined);
+        await rm(stale, { recursive: true, force: true });
+      }
+      await rename(scratch, tree).catch(async (e: NodeJS.ErrnoException) => {
+        if (!["EEXIST", "ENOTEMPTY"].includes(e.code ?? "") || !(await exists(join(tree, ".acl-complete")))) throw e;
+      });
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
   }
   // Debian 12 ships modules in /lib/modules; later releases in /usr/lib/modules.
   let modBase = join(tree, "usr/lib/modules");
