@@ -16,7 +16,7 @@
 #                   read it back, and install its UKI with N tries as the last step
 #
 # Runs on busybox and on systemd images: POSIX sh, busybox or coreutils, and
-# sfdisk from acl's private tool folder (/usr/lib/acl/tools), so an image
+# sfdisk and openssl from acl's private tool folder (/usr/lib/acl/tools), so an image
 # needs nothing of its own. Every step is a no-op on a machine without UEFI.
 set -u
 

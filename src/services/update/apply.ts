@@ -14,6 +14,7 @@
  *      and renamed `acl-X+N-0.efi`: the one step that makes it bootable
  *   6. the GPT bits of both slots are set to what the ESP now means
  */
+import { createHash } from "node:crypto";
 import { open, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createReadStream } from "node:fs";
 import { tmpdir } from "node:os";
@@ -184,6 +185,9 @@ export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
     } finally {
       await fh.close();
     }
+    // read again after the check: it must still be the signed bytes (the usr section is checked on the disk after writing)
+    if (createHash("sha256").update(ukiBytes).digest("hex") !== uki.sha256)
+      throw new UserError(`update refused: ${opts.payload} changed while it was being applied; ${opts.disk} was not changed`, { file: opts.payload });
     const d = describeUki(ukiBytes, { A: state.slots.A.partition.partGuid, B: state.slots.B.partition.partGuid });
     if (d.cmdlineSlot !== target || d.rootHash !== payload.meta.verity.rootHash)
       throw new UserError(`update refused: the payload's UKI for slot ${target} does not boot ${USR_LABELS[target]} of this disk with the payload's root hash; ${opts.disk} was not changed`, {
