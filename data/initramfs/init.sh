@@ -162,7 +162,11 @@ if [ ! -e /sysroot/etc/.acl-factory-populated ]; then
     say "$d populated from /usr/share/factory/$d (first boot)"
   done
   mkdir -p /sysroot/etc
+  # the copies reach the disk before the marker that says they are there: ext4 allocates data
+  # late, so a power cut in the first half minute of a first boot would leave empty files behind it
+  sync
   : > /sysroot/etc/.acl-factory-populated
+  sync
 fi
 
 # --- 5. switch_root ------------------------------------------------------------
