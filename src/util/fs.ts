@@ -4,7 +4,7 @@
  * sorted by code unit, a folder before its content, symlinks not followed).
  */
 import type { Stats } from "node:fs";
-import { lstat, mkdir, readdir } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, type FileHandle } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 
 /** Whether a path exists (a dangling symlink counts: it is an entry). */
@@ -50,5 +50,27 @@ export async function* walk(root: string, rel = ""): AsyncGenerator<WalkEntry> {
     const st = await lstat(join(root, r));
     yield { rel: r, stat: st };
     if (st.isDirectory()) yield* walk(root, r);
+  }
+}
+
+/** Up to `length` bytes at `offset` of an open file (fewer at its end). */
+export async function readRange(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const b = Buffer.alloc(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(b, done, length - done, offset + done);
+    if (!bytesRead) break;
+    done += bytesRead;
+  }
+  return b.subarray(0, done);
+}
+
+/** Up to `length` bytes at `offset` of the file at `path`. */
+export async function readFileRange(path: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await open(path, "r");
+  try {
+    return await readRange(fh, offset, length);
+  } finally {
+    await fh.close();
   }
 }

@@ -18,6 +18,7 @@ import { readBootState } from "../../src/services/update/state.js";
 import { loadPrivateKey } from "../../src/stages/release/sign.js";
 import { acl } from "../helpers/cli.js";
 import { abImage, testSigningKeys } from "../helpers/images.js";
+import { bootctlEntries, cgpt } from "../boot/helpers/ab.js";
 
 let v1: string;
 let v2: string;
@@ -53,29 +54,6 @@ async function sha(f: string): Promise<string> {
   return h.digest("hex");
 }
 
-async function cgpt(disk: string, i: number): Promise<string> {
-  const f = async (flag: string) => (await execa("cgpt", ["show", "-i", String(i), flag, disk])).stdout.trim();
-  return `${await f("-P")}/${await f("-T")}/${await f("-S")}`;
-}
-
-/** `bootctl list` on a copy of the ESP (REFERENCE.md): ids, sources, tries and which one is the default. */
-async function bootctl(disk: string): Promise<{ file: string; tries?: string; isDefault: boolean }[]> {
-  const esp = join(tmp, `esp-${n++}`);
-  await execa("mkdir", ["-p", esp]);
-  await execa("mount", ["-t", "tmpfs", "none", esp]);
-  try {
-    await execa("mcopy", ["-s", "-n", "-i", `${disk}@@1048576`, "::/EFI", "::/loader", `${esp}/`], { env: { MTOOLS_SKIP_CHECK: "1" } });
-    const r = await execa("bootctl", [`--esp-path=${esp}`, "--no-variables", "list"], { env: { SYSTEMD_RELAX_ESP_CHECKS: "1" } });
-    return r.stdout.split(/\n\s*\n/).filter((b) => /source:/.test(b)).map((b) => ({
-      file: /source: .*\/([^/\s]+)$/m.exec(b)![1]!,
-      tries: /tries: (.*)$/m.exec(b)?.[1],
-      isDefault: /\(default\)/.test(b),
-    }));
-  } finally {
-    await execa("umount", [esp]);
-  }
-}
-
 /** A copy of `src` whose header fields are changed and signed again with the test key: a genuine payload of another image. */
 async function resigned(src: string, change: Partial<UpdateMetadata>): Promise<string> {
   const bytes = await readFile(src);
@@ -99,7 +77,7 @@ describe("acl update apply", () => {
     // Flatcar's bits after an update: new slot priority above the old, tries, not yet successful
     expect(await cgpt(disk, 4)).toBe("2/3/0");
     expect(await cgpt(disk, 3)).toBe("1/0/1");
-    const bc = await bootctl(disk);
+    const bc = await bootctlEntries(disk, tmp);
     expect(bc.map((e) => e.file)).toEqual(["acl-B+3-0.efi", "acl-A.efi"]);
     expect(bc[0]).toMatchObject({ isDefault: true, tries: "3 left; 0 done" });
     const st = await readBootState(disk);
@@ -170,7 +148,7 @@ describe("acl update apply", () => {
     const ok = await acl(["update", "apply", disk, payload(v1, "1.0.0"), "--key", keys.pub, "--allow-downgrade", "--tries", "2"]);
     expect(ok.exitCode, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/boots next: acl-B\+2-0\.efi \(slot B, 1\.0\.0\)/);
-    const bc = await bootctl(disk);
+    const bc = await bootctlEntries(disk, tmp);
     expect(bc.map((e) => e.file)).toEqual(["acl-B+2-0.efi", "acl-A+0-0.efi"]);
     expect(bc[0]!.isDefault).toBe(true);
     expect(await cgpt(disk, 4)).toBe("2/2/0");
@@ -187,7 +165,7 @@ describe("acl update apply", () => {
       // systemd-boot's choice: slot A until the rename that installs B's entry has happened
       const installed = stop === "set-gpt";
       expect(st.next?.slot, stop).toBe(installed ? "B" : "A");
-      expect((await bootctl(disk)).find((e) => e.isDefault)?.file, stop).toBe(installed ? "acl-B+3-0.efi" : "acl-A.efi");
+      expect((await bootctlEntries(disk, tmp)).find((e) => e.isDefault)?.file, stop).toBe(installed ? "acl-B+3-0.efi" : "acl-A.efi");
       // stopped after the rename, the GPT bits lag behind the ESP, and inspect says so
       if (installed) expect(st.disagreements.join("\n"), stop).toMatch(/USR-B: GPT says priority 0, tries 0, successful 0; the ESP \(acl-B\+3-0\.efi\) means priority 2, tries 3/);
       else expect(st.disagreements, stop).toEqual([]);

@@ -35,6 +35,7 @@ import {
 import { attributePatches, setSlotState } from "../../formats/gpt.js";
 import { microarchRank } from "../../formats/microarch.js";
 import { blockDigest, decodeSuperblock, treeLayout, treeOffset, VERITY_SUPERBLOCK_SIZE } from "../../formats/verity.js";
+import { readFileRange, readRange } from "../../util/fs.js";
 import { formatMiB, MiB } from "../../util/size.js";
 import { describeUki, readBootState, readGpt, USR_LABELS, type BootState, type EntryInfo } from "./state.js";
 import { rangeSha256, verifyPayload, type VerifiedPayload } from "./payload.js";
@@ -118,23 +119,12 @@ async function writeRange(disk: string, offset: number, src: string, start: numb
   }
 }
 
-async function readAt(disk: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(disk, "r");
-  try {
-    const b = Buffer.alloc(length);
-    const { bytesRead } = await fh.read(b, 0, length, offset);
-    return b.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
 /** The verity top block at the slot's hash offset must digest to the root hash the UKI names. */
 async function checkVerityRoot(disk: string, slotOffset: number, p: VerifiedPayload): Promise<void> {
   const v = p.meta.verity;
-  const sb = decodeSuperblock(await readAt(disk, slotOffset + v.hashOffset, VERITY_SUPERBLOCK_SIZE));
+  const sb = decodeSuperblock(await readFileRange(disk, slotOffset + v.hashOffset, VERITY_SUPERBLOCK_SIZE));
   const layout = treeLayout(Number(sb.dataBlocks), sb.hashBlockSize);
-  const top = layout.levels === 0 ? await readAt(disk, slotOffset, sb.dataBlockSize) : await readAt(disk, slotOffset + treeOffset(v.hashOffset, sb.hashBlockSize), sb.hashBlockSize);
+  const top = layout.levels === 0 ? await readFileRange(disk, slotOffset, sb.dataBlockSize) : await readFileRange(disk, slotOffset + treeOffset(v.hashOffset, sb.hashBlockSize), sb.hashBlockSize);
   const root = blockDigest(sb.salt, top).toString("hex");
   if (root !== v.rootHash) throw new UserError(`the written slot's verity root is ${root}, not ${v.rootHash}: the disk may be failing`, { file: disk });
 }
@@ -152,10 +142,8 @@ async function writeGptStates(disk: string, states: Partial<Record<Slot, Paramet
   try {
     const size = (await fh.stat()).size;
     const n = Math.min(MiB, size);
-    const head = Buffer.alloc(n);
-    const tail = Buffer.alloc(n);
-    await fh.read(head, 0, n, 0);
-    await fh.read(tail, 0, n, size - n);
+    const head = await readRange(fh, 0, n);
+    const tail = await readRange(fh, size - n, n);
     for (const patch of attributePatches({ head, tail, diskSizeBytes: size }, changes)) await fh.write(patch.bytes, 0, patch.bytes.length, Number(patch.offset));
     await fh.sync();
   } finally {
@@ -178,13 +166,7 @@ export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
   try {
     // the payload's UKI for the target slot must boot that slot of this disk with this /usr
     const ukiFile = join(tmp, "uki.efi");
-    const fh = await open(opts.payload, "r");
-    const ukiBytes = Buffer.alloc(uki.size);
-    try {
-      await fh.read(ukiBytes, 0, uki.size, uki.offset);
-    } finally {
-      await fh.close();
-    }
+    const ukiBytes = await readFileRange(opts.payload, uki.offset, uki.size);
     // read again after the check: it must still be the signed bytes (the usr section is checked on the disk after writing)
     if (createHash("sha256").update(ukiBytes).digest("hex") !== uki.sha256)
       throw new UserError(`update refused: ${opts.payload} changed while it was being applied; ${opts.disk} was not changed`, { file: opts.payload });

@@ -19,6 +19,7 @@ import {
   type SectionName,
   type UpdateMetadata,
 } from "../../formats/update-payload.js";
+import { readRange } from "../../util/fs.js";
 import { loadPublicKey } from "../verify.js";
 
 export type { UpdateMetadata };
@@ -29,17 +30,6 @@ export interface VerifiedPayload {
   keyId: string;
   size: number;
   section(name: SectionName): PayloadSection;
-}
-
-async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const b = Buffer.alloc(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(b, done, length - done, offset + done);
-    if (!bytesRead) break;
-    done += bytesRead;
-  }
-  return b.subarray(0, done);
 }
 
 /** sha256 of bytes [start, start+size) of a file. */
@@ -64,7 +54,7 @@ export async function verifyPayload(path: string, publicKeyPath: string): Promis
     let meta: UpdateMetadata;
     let dataOffset: number;
     try {
-      ({ meta, dataOffset } = decodeUpdateHeader(await readAt(fh, 0, Math.min(size, MAX_METADATA_BYTES + 4096))));
+      ({ meta, dataOffset } = decodeUpdateHeader(await readRange(fh, 0, Math.min(size, MAX_METADATA_BYTES + 4096))));
     } catch (e) {
       if (e instanceof UpdatePayloadError) throw refuse(e.message);
       throw e;
@@ -74,12 +64,12 @@ export async function verifyPayload(path: string, publicKeyPath: string): Promis
     if (size - meta.signatureOffset > MAX_SIGNATURE_BLOCK) throw refuse("bytes follow the signature block (the file was extended)");
     let sig;
     try {
-      sig = decodeSignatureBlock(await readAt(fh, meta.signatureOffset, size - meta.signatureOffset));
+      sig = decodeSignatureBlock(await readRange(fh, meta.signatureOffset, size - meta.signatureOffset));
     } catch (e) {
       if (e instanceof UpdatePayloadError) throw refuse(e.message);
       throw e;
     }
-    const header = await readAt(fh, 0, dataOffset);
+    const header = await readRange(fh, 0, dataOffset);
     if (sig.keyId !== trusted.keyId)
       throw refuse(`it is signed by key ${sig.keyId.slice(0, 16)}…, not by the trusted key ${trusted.keyId.slice(0, 16)}… (${publicKeyPath})`, "pass the public key of the build that made the payload");
     if (!verifyBytes(trusted.key, header, Buffer.from(sig.signature, "base64"))) throw refuse(`its signature does not verify with ${publicKeyPath} (the header was changed)`);
@@ -87,7 +77,7 @@ export async function verifyPayload(path: string, publicKeyPath: string): Promis
     const ends = [...meta.sections.map((s) => s.offset + s.size)];
     const starts = [...meta.sections.slice(1).map((s) => s.offset), meta.signatureOffset];
     for (const [i, end] of ends.entries()) {
-      const gap = await readAt(fh, end, starts[i]! - end);
+      const gap = await readRange(fh, end, starts[i]! - end);
       if (gap.some((x) => x !== 0)) throw refuse(`the padding after section ${meta.sections[i]!.name} is not zero (the file was changed)`);
     }
     for (const s of meta.sections) {

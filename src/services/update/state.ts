@@ -23,6 +23,7 @@ import {
 } from "../../formats/boot-entries.js";
 import { decodeGpt, getSlotState, TYPE_GUIDS, type DecodedGpt, type GptPartition, type SlotState } from "../../formats/gpt.js";
 import { peSectionData, PeFormatError } from "../../formats/pe.js";
+import { readRange } from "../../util/fs.js";
 import { MiB } from "../../util/size.js";
 
 export interface EntryInfo extends BootEntry {
@@ -66,17 +67,6 @@ export interface BootState {
 }
 
 export const USR_LABELS: Record<Slot, string> = { A: "USR-A", B: "USR-B" };
-
-async function readRange(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const b = Buffer.alloc(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(b, done, length - done, offset + done);
-    if (!bytesRead) break;
-    done += bytesRead;
-  }
-  return b.subarray(0, done);
-}
 
 /** The GPT of a raw disk image from its first and last MiB. */
 export async function readGpt(disk: string, sizeBytes?: number): Promise<DecodedGpt> {
