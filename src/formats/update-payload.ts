@@ -13,6 +13,7 @@
  * offset, so one signature check and one digest per section cover every byte.
  */
 import { compactCanonicalJson } from "./canonical-json.js";
+import type { VerityParams } from "./verity.js";
 
 export const UPDATE_MAGIC = Buffer.from("ACLUPD\0\x02", "latin1");
 export const SIGNATURE_MAGIC = Buffer.from("ACLSIG\0\x01", "latin1");
@@ -32,17 +33,6 @@ export interface PayloadSection {
   sha256: string;
 }
 
-export interface VerityMeta {
-  rootHash: string;
-  salt: string;
-  hashOffset: number;
-  dataBlocks: number;
-  dataBlockSize: number;
-  hashBlockSize: number;
-  algorithm: string;
-  hashType: number;
-  uuid: string;
-}
 
 export interface UpdateMetadata {
   format: typeof UPDATE_FORMAT;
@@ -52,7 +42,7 @@ export interface UpdateMetadata {
   filesystem: string;
   /** The oldest installed version this payload may update (absent: any). */
   minVersion?: string;
-  verity: VerityMeta;
+  verity: VerityParams;
   sections: PayloadSection[];
   /** Where the signature block starts (= end of the last section, aligned). */
   signatureOffset: number;

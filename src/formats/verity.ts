@@ -46,6 +46,19 @@ export const SB = {
   salt: 88,
 } as const;
 
+/** A /usr slot's verity parameters as the manifest, the update payload and `acl inspect` carry them (hex strings). */
+export interface VerityParams {
+  rootHash: string;
+  salt: string;
+  hashOffset: number;
+  dataBlocks: number;
+  dataBlockSize: number;
+  hashBlockSize: number;
+  algorithm: string;
+  hashType: number;
+  uuid: string;
+}
+
 export interface VeritySuperblock {
   version: number;
   hashType: number;
@@ -192,6 +205,21 @@ export function treeOffset(hashOffset: number, hashBlockSize = VERITY_DEFAULT_BL
 /** Digest of one block under hash type 1: sha256(salt ‖ block). */
 export function blockDigest(salt: Uint8Array, block: Uint8Array): Buffer {
   return createHash(VERITY_ALGORITHM).update(salt).update(block).digest();
+}
+
+/**
+ * Where the tree's single top block lies, relative to the start of the data
+ * (with one data block and no hash levels, that block itself), so a reader can
+ * recompute the root hash from a stored image without reading the rest.
+ */
+export function topBlockRange(sb: Pick<VeritySuperblock, "dataBlocks" | "dataBlockSize" | "hashBlockSize">, hashOffset: number): { offset: number; length: number } {
+  const layout = treeLayout(Number(sb.dataBlocks), sb.hashBlockSize);
+  return layout.levels === 0 ? { offset: 0, length: sb.dataBlockSize } : { offset: treeOffset(hashOffset, sb.hashBlockSize), length: sb.hashBlockSize };
+}
+
+/** The root hash from the top block: salt first for hash type 1 (what acl and cryptsetup write), salt last for type 0. */
+export function rootDigest(sb: Pick<VeritySuperblock, "hashType" | "algorithm" | "salt">, top: Uint8Array): Buffer {
+  return sb.hashType === 1 ? blockDigest(sb.salt, top) : createHash(sb.algorithm).update(top).update(sb.salt).digest();
 }
 
 /**

@@ -7,7 +7,6 @@
 import { mkdtemp, open, rm, stat, type FileHandle } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createHash } from "node:crypto";
 import { run } from "../adapters/exec.js";
 import { UserError, fsReason } from "../errors.js";
 import {
@@ -25,7 +24,7 @@ import { decodeSquashfsSuperblock, isSquashfsSuperblock, SQUASHFS_SUPER_SIZE } f
 import { decodeVhdFooter, VHD_COOKIE, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "../formats/vhd-footer.js";
 import { MiB, roundUp } from "../util/size.js";
 import { readBootState } from "./update/state.js";
-import { blockDigest, decodeSuperblock, treeLayout, treeOffset, VERITY_SIGNATURE, VERITY_SUPERBLOCK_SIZE } from "../formats/verity.js";
+import { decodeSuperblock, rootDigest, topBlockRange, treeLayout, treeOffset, VERITY_SIGNATURE, VERITY_SUPERBLOCK_SIZE, type VerityParams } from "../formats/verity.js";
 
 export type DiskFileFormat = "raw" | "qcow2" | "vhd";
 
@@ -43,17 +42,7 @@ export interface UsrSlotContent {
   usedBytes: number;
   /** Percent of the partition in use, one decimal. */
   percent: number;
-  verity?: {
-    rootHash: string;
-    salt: string;
-    hashOffset: number;
-    dataBlocks: number;
-    dataBlockSize: number;
-    hashBlockSize: number;
-    hashType: number;
-    algorithm: string;
-    uuid: string;
-  };
+  verity?: VerityParams;
 }
 
 export interface InspectPartition {
@@ -266,10 +255,8 @@ async function readUsrSlot(v: DiskView, offset: number, sizeBytes: number): Prom
     const dataBlocks = Number(vsb.dataBlocks);
     const layout = treeLayout(dataBlocks, vsb.hashBlockSize);
     const treeStart = treeOffset(hashOffset, vsb.hashBlockSize);
-    // the top block: the single block of the highest level; with one data block, that block itself
-    const top = layout.levels === 0 ? await readAt(v, offset, vsb.dataBlockSize) : await readAt(v, offset + treeStart, vsb.hashBlockSize);
-    const rootHash =
-      vsb.hashType === 1 ? blockDigest(vsb.salt, top) : createHash(vsb.algorithm).update(top).update(vsb.salt).digest();
+    const topAt = topBlockRange(vsb, hashOffset);
+    const rootHash = rootDigest(vsb, await readAt(v, offset + topAt.offset, topAt.length));
     const usedBytes = treeStart + layout.totalBlocks * vsb.hashBlockSize;
     return {
       filesystem,

@@ -34,7 +34,7 @@ import {
 } from "../../formats/boot-entries.js";
 import { attributePatches, setSlotState } from "../../formats/gpt.js";
 import { microarchRank } from "../../formats/microarch.js";
-import { blockDigest, decodeSuperblock, treeLayout, treeOffset, VERITY_SUPERBLOCK_SIZE } from "../../formats/verity.js";
+import { decodeSuperblock, rootDigest, topBlockRange, VERITY_SUPERBLOCK_SIZE } from "../../formats/verity.js";
 import { readFileRange, readRange } from "../../util/fs.js";
 import { formatMiB, MiB } from "../../util/size.js";
 import { describeUki, readBootState, readGpt, USR_LABELS, type BootState, type EntryInfo } from "./state.js";
@@ -123,9 +123,8 @@ async function writeRange(disk: string, offset: number, src: string, start: numb
 async function checkVerityRoot(disk: string, slotOffset: number, p: VerifiedPayload): Promise<void> {
   const v = p.meta.verity;
   const sb = decodeSuperblock(await readFileRange(disk, slotOffset + v.hashOffset, VERITY_SUPERBLOCK_SIZE));
-  const layout = treeLayout(Number(sb.dataBlocks), sb.hashBlockSize);
-  const top = layout.levels === 0 ? await readFileRange(disk, slotOffset, sb.dataBlockSize) : await readFileRange(disk, slotOffset + treeOffset(v.hashOffset, sb.hashBlockSize), sb.hashBlockSize);
-  const root = blockDigest(sb.salt, top).toString("hex");
+  const topAt = topBlockRange(sb, v.hashOffset);
+  const root = rootDigest(sb, await readFileRange(disk, slotOffset + topAt.offset, topAt.length)).toString("hex");
   if (root !== v.rootHash) throw new UserError(`the written slot's verity root is ${root}, not ${v.rootHash}: the disk may be failing`, { file: disk });
 }
 
