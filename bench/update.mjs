@@ -12,7 +12,7 @@
 // key made once in .cache/bench/keys; acl's stage cache makes repeated runs cheap.
 // Knobs: BENCH_UPDATE_IMAGE, BENCH_UPDATE_TIMEOUT (seconds per boot, default 600).
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, openSync, readSync, writeSync, closeSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 
@@ -26,7 +26,7 @@ const { applyUpdate } = await import(dist("services/update/apply.js"));
 const { readBootState } = await import(dist("services/update/state.js"));
 const { bootQemu, prepareOvmfVars } = await import(dist("adapters/qemu.js"));
 const { BOOT_CHECK_REQUEST } = await import(dist("stages/rootfs/guest-checks.js"));
-const { APPLY_REQUEST } = await import(dist("services/boot-test-ab.js"));
+const { APPLY_REQUEST, corruptSlot } = await import(dist("services/boot-test-ab.js"));
 const { loadCpuModels, defaultModelFor } = await import(dist("config/qemu-cases.js"));
 
 const name = process.env.BENCH_UPDATE_IMAGE ?? "container-host";
@@ -96,13 +96,7 @@ try {
   const plain = await boot(d3, vars3, { smbiosStrings: [BOOT_CHECK_REQUEST] });
   const plainMs = at(plain, /ACL-CHECK userspace/);
   await applyUpdate({ disk: d3, payload, key: join(keys, "acl-signing.pub"), tries: 1 });
-  const st = await readBootState(d3);
-  const fd = openSync(d3, "r+");
-  const b = Buffer.alloc(1);
-  readSync(fd, b, 0, 1, st.slots.B.offset + 1024);
-  b[0] ^= 0xff;
-  writeSync(fd, b, 0, 1, st.slots.B.offset + 1024);
-  closeSync(fd);
+  await corruptSlot(d3, await readBootState(d3), "B");
   const q3 = await boot(d3, vars3, { smbiosStrings: [BOOT_CHECK_REQUEST] });
   const back = q3.lines.find((l) => /acl-init: usr slot .*PARTUUID=7130c94a/i.test(l.text));
   const backMs = at(q3, /ACL-CHECK userspace/);

@@ -93,7 +93,7 @@ export function judgeDisk(state: Pick<BootState, "entries" | "next" | "slots" | 
 }
 
 /** Flip one byte of the slot's /usr data (the erofs superblock block) in a raw disk. */
-async function corruptSlot(disk: string, state: BootState, slot: Slot): Promise<void> {
+export async function corruptSlot(disk: string, state: BootState, slot: Slot): Promise<void> {
   const at = state.slots[slot].offset + 1024;
   const fh = await open(disk, "r+");
   try {

@@ -22,6 +22,7 @@ import {
 import { decodeErofsSuperblock, EROFS_SUPER_OFFSET, EROFS_SUPER_SIZE, isErofsSuperblock } from "../formats/erofs.js";
 import { decodeSquashfsSuperblock, isSquashfsSuperblock, SQUASHFS_SUPER_SIZE } from "../formats/squashfs.js";
 import { decodeVhdFooter, VHD_COOKIE, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "../formats/vhd-footer.js";
+import { readRange } from "../util/fs.js";
 import { MiB, roundUp } from "../util/size.js";
 import { readBootState } from "./update/state.js";
 import { decodeSuperblock, rootDigest, topBlockRange, treeLayout, treeOffset, VERITY_SIGNATURE, VERITY_SUPERBLOCK_SIZE, type VerityParams } from "../formats/verity.js";
@@ -95,16 +96,9 @@ interface DiskView {
   size: number;
 }
 
+/** Bytes of the disk view, never past its end (a fixed VHD's footer is not disk). */
 async function readAt(v: DiskView, offset: number, length: number): Promise<Buffer> {
-  const len = Math.max(0, Math.min(length, v.size - offset));
-  const b = Buffer.alloc(len);
-  let done = 0;
-  while (done < len) {
-    const { bytesRead } = await v.fh.read(b, done, len - done, offset + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return b.subarray(0, done);
+  return readRange(v.fh, offset, Math.max(0, Math.min(length, v.size - offset)));
 }
 
 export async function inspectDisk(opts: InspectOptions): Promise<InspectResult> {

@@ -6,35 +6,24 @@
  * scenarios are in ab-fallback.test.ts (two files, so the two test workers
  * boot them side by side).
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { abImage, testSigningKeys } from "../helpers/images.js";
-import { bootctlEntries, cgpt, scenario } from "./helpers/ab.js";
+import { describe, expect, it } from "vitest";
+import { abImage } from "../helpers/images.js";
+import { abBootContext, bootctlEntries, cgpt, scenario } from "./helpers/ab.js";
 
-let keep: string;
-let v1: string;
-let pub: string;
-beforeAll(async () => {
-  keep = await mkdtemp(join(tmpdir(), "acl-ab-boot-"));
-  pub = (await testSigningKeys()).pub;
-  v1 = await abImage("1.0.0");
-}, 20 * 60_000);
-afterAll(async () => {
-  if (keep) await rm(keep, { recursive: true, force: true });
-});
+const ctx = abBootContext();
 
 describe("A/B updates under QEMU", () => {
   it("A→B, then B→A': each update boots, is blessed, and the GPT shows it successful", async () => {
     const v2 = await abImage("1.1.0");
     const v3 = await abImage("1.2.0");
-    const run = await scenario({ image: v1, keep, pub, bootCase: "ab-update", payloads: [join(v2, "minimal-1.1.0.update"), join(v3, "minimal-1.2.0.update")], tries: 3 });
+    const run = await scenario({ ...ctx, bootCase: "ab-update", payloads: [join(v2, "minimal-1.1.0.update"), join(v3, "minimal-1.2.0.update")], tries: 3 });
     expect(run.reason).toMatch(/1\.1\.0 booted from slot B and was blessed; 1\.2\.0 booted from slot A and was blessed/);
-    const disk = join(keep, `${run.id}.raw`);
+    const disk = join(ctx.keep, `${run.id}.raw`);
     expect(await cgpt(disk, 3)).toBe("2/0/1");
     expect(await cgpt(disk, 4)).toBe("1/0/1");
-    const bc = await bootctlEntries(disk, keep);
+    const bc = await bootctlEntries(disk, ctx.keep);
     expect(bc.map((e) => e.file)).toEqual(["acl-A.efi", "acl-B.efi"]);
     expect(bc[0]!.isDefault).toBe(true);
     await rm(disk);
@@ -42,14 +31,14 @@ describe("A/B updates under QEMU", () => {
   it("a systemd image: acl's health unit, then Debian's systemd-bless-boot blesses B, and the GPT follows", async () => {
     const s1 = await abImage("systemd-1.0.0");
     const s2 = await abImage("systemd-1.1.0");
-    const run = await scenario({ image: s1, keep, pub, bootCase: "ab-update", payloads: [join(s2, "plain-systemd-1.1.0.update")], tries: 3 });
+    const run = await scenario({ ...ctx, image: s1, bootCase: "ab-update", payloads: [join(s2, "plain-systemd-1.1.0.update")], tries: 3 });
     expect(run.reason).toMatch(/1\.1\.0 booted from slot B and was blessed/);
-    const log = await readFile(join(keep, `${run.id}.log`), "utf8");
+    const log = await readFile(join(ctx.keep, `${run.id}.log`), "utf8");
     expect(log).toMatch(/systemd-bless-boot\[\d+\]: Marked boot as 'good'/);
-    const disk = join(keep, `${run.id}.raw`);
+    const disk = join(ctx.keep, `${run.id}.raw`);
     expect(await cgpt(disk, 4)).toBe("2/0/1");
     expect(await cgpt(disk, 3)).toBe("1/0/1");
-    expect((await bootctlEntries(disk, keep)).map((e) => e.file)).toEqual(["acl-B.efi", "acl-A.efi"]);
+    expect((await bootctlEntries(disk, ctx.keep)).map((e) => e.file)).toEqual(["acl-B.efi", "acl-A.efi"]);
     await rm(disk);
   }, 40 * 60_000);
 });

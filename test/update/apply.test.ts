@@ -6,12 +6,12 @@
  * of its writes leaves the old slot booting and can be run again.
  */
 import { execa } from "execa";
-import { createHash } from "node:crypto";
-import { mkdtemp, open, readFile, rm, truncate, writeFile, copyFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, truncate, writeFile, copyFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { signBytes } from "../../src/formats/signature.js";
+import { sha256File } from "../../src/util/hash.js";
 import { decodeUpdateHeader, encodeSignatureBlock, encodeUpdateHeader, type UpdateMetadata } from "../../src/formats/update-payload.js";
 import { applyUpdate, type ApplyStep } from "../../src/services/update/apply.js";
 import { readBootState } from "../../src/services/update/state.js";
@@ -43,16 +43,7 @@ async function freshDisk(from = v1): Promise<string> {
   return d;
 }
 
-async function sha(f: string): Promise<string> {
-  const h = createHash("sha256");
-  const fh = await open(f, "r");
-  try {
-    for await (const c of fh.createReadStream({ highWaterMark: 8 << 20 })) h.update(c as Buffer);
-  } finally {
-    await fh.close().catch(() => undefined);
-  }
-  return h.digest("hex");
-}
+const sha = async (f: string) => (await sha256File(f)).sha256;
 
 /** A copy of `src` whose header fields are changed and signed again with the test key: a genuine payload of another image. */
 async function resigned(src: string, change: Partial<UpdateMetadata>): Promise<string> {

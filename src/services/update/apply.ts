@@ -24,6 +24,7 @@ import { UserError } from "../../errors.js";
 import {
   compareVersions,
   ENTRY_DIR,
+  entrySlot,
   nextBootEntry,
   orderEntries,
   slotEntryName,
@@ -32,12 +33,12 @@ import {
   type BootEntry,
   type Slot,
 } from "../../formats/boot-entries.js";
-import { attributePatches, setSlotState } from "../../formats/gpt.js";
+import { attributePatches, decodeGpt, setSlotState } from "../../formats/gpt.js";
 import { microarchRank } from "../../formats/microarch.js";
 import { decodeSuperblock, rootDigest, topBlockRange, VERITY_SUPERBLOCK_SIZE } from "../../formats/verity.js";
 import { readFileRange, readRange } from "../../util/fs.js";
 import { formatMiB, MiB } from "../../util/size.js";
-import { describeUki, readBootState, readGpt, USR_LABELS, type BootState, type EntryInfo } from "./state.js";
+import { describeUki, readBootState, USR_LABELS, type BootState, type EntryInfo } from "./state.js";
 import { rangeSha256, verifyPayload, type VerifiedPayload } from "./payload.js";
 
 export const DEFAULT_TRIES = 3;
@@ -128,22 +129,22 @@ async function checkVerityRoot(disk: string, slotOffset: number, p: VerifiedPayl
   if (root !== v.rootHash) throw new UserError(`the written slot's verity root is ${root}, not ${v.rootHash}: the disk may be failing`, { file: disk });
 }
 
+/** Set the slot bits of USR-A/USR-B (those given) in both GPT copies; one read of the table, patched in place. */
 async function writeGptStates(disk: string, states: Partial<Record<Slot, Parameters<typeof setSlotState>[1]>>, state: BootState): Promise<void> {
-  const gpt = await readGpt(disk);
-  const changes = new Map<number, bigint>();
-  for (const s of SLOTS) {
-    const want = states[s];
-    if (!want) continue;
-    const p = gpt.partitions.find((x) => x.number === state.slots[s].partition.number)!;
-    changes.set(p.number, setSlotState(p.attributes, want));
-  }
   const fh = await open(disk, "r+");
   try {
     const size = (await fh.stat()).size;
     const n = Math.min(MiB, size);
-    const head = await readRange(fh, 0, n);
-    const tail = await readRange(fh, size - n, n);
-    for (const patch of attributePatches({ head, tail, diskSizeBytes: size }, changes)) await fh.write(patch.bytes, 0, patch.bytes.length, Number(patch.offset));
+    const table = { head: await readRange(fh, 0, n), tail: await readRange(fh, size - n, n), diskSizeBytes: size };
+    const current = decodeGpt(table);
+    const changes = new Map<number, bigint>();
+    for (const s of SLOTS) {
+      const want = states[s];
+      if (!want) continue;
+      const p = current.partitions.find((x) => x.number === state.slots[s].partition.number)!;
+      changes.set(p.number, setSlotState(p.attributes, want));
+    }
+    for (const patch of attributePatches(table, changes)) await fh.write(patch.bytes, 0, patch.bytes.length, Number(patch.offset));
     await fh.sync();
   } finally {
     await fh.close();
@@ -204,19 +205,21 @@ export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
     const newEntry: BootEntry = { file: entry, sortKey: d.sortKey, version: d.version };
     const others = state.entries.filter((e) => e.slot !== target);
     const demoted = slotEntryName(keep.slot!, { left: 0, done: 0 });
-    if (orderEntries([newEntry, ...others])[0]?.file !== entry && keep.file !== demoted) {
+    let after: BootEntry[] = [newEntry, ...others];
+    if (orderEntries(after)[0]?.file !== entry && keep.file !== demoted) {
       await step("demote-current");
       await fat.rename(`${ENTRY_DIR}/${keep.file}`, demoted);
+      after = [newEntry, ...others.map((e) => (e === keep ? { ...e, file: demoted } : e))];
     }
     await step("copy-entry");
     await fat.write(ukiFile, `${ENTRY_DIR}/.acl-${target}.new`);
     await step("install-entry");
     await fat.rename(`${ENTRY_DIR}/.acl-${target}.new`, entry);
 
+    // the ESP now holds exactly `after`: the GPT follows it, and it says what boots next
     await step("set-gpt");
-    const after = await readBootState(opts.disk);
-    await writeGptStates(opts.disk, slotStatesFor(after.entries), after);
-    const next = nextBootEntry(after.entries);
+    await writeGptStates(opts.disk, slotStatesFor(after), state);
+    const next = nextBootEntry(after);
     return {
       disk: opts.disk,
       name: payload.meta.name,
@@ -226,7 +229,7 @@ export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
       entry,
       tries,
       downgrade,
-      next: { entry: next?.file ?? "(none)", slot: next?.slot, version: next?.version },
+      next: { entry: next?.file ?? "(none)", slot: next ? entrySlot(next.file) : undefined, version: next?.version },
       bytesWritten: usr.size + uki.size,
       ms: Date.now() - t0,
     };

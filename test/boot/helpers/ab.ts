@@ -4,15 +4,40 @@
  * behind with cgpt and bootctl (on a copy of the ESP, as REFERENCE.md says).
  */
 import { execa } from "execa";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { expect } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { acl } from "../../helpers/cli.js";
+import { abImage, testSigningKeys } from "../../helpers/images.js";
+
+export interface AbContext {
+  /** Scratch folder for the scenarios' logs and disks (--keep-logs). */
+  keep: string;
+  /** The signed minimal 1.0.0 the scenarios start from. */
+  v1: string;
+  /** The test signing key's public half. */
+  pub: string;
+}
+
+/** Registers the set-up a file of A/B scenarios shares; the fields are filled before its first test. */
+export function abBootContext(): AbContext {
+  const ctx = {} as AbContext;
+  beforeAll(async () => {
+    ctx.keep = await mkdtemp(join(tmpdir(), "acl-ab-boot-"));
+    ctx.pub = (await testSigningKeys()).pub;
+    ctx.v1 = await abImage("1.0.0");
+  }, 20 * 60_000);
+  afterAll(async () => {
+    if (ctx.keep) await rm(ctx.keep, { recursive: true, force: true });
+  });
+  return ctx;
+}
 
 export interface Run { id: string; passed: boolean; reason: string; durationMs: number }
 
-export async function scenario(o: { image: string; keep: string; pub: string; bootCase: string; payloads: string[]; tries: number }): Promise<Run> {
-  const args = ["boot-test", o.image, "--case", o.bootCase, "--key", o.pub, "--tries", String(o.tries), "--keep-logs", o.keep, "--timeout", "600", "--json"];
+export async function scenario(o: AbContext & { image?: string; bootCase: string; payloads: string[]; tries: number }): Promise<Run> {
+  const args = ["boot-test", o.image ?? o.v1, "--case", o.bootCase, "--key", o.pub, "--tries", String(o.tries), "--keep-logs", o.keep, "--timeout", "600", "--json"];
   for (const p of o.payloads) args.push("--payload", p);
   const r = await acl(args, { timeoutMs: 20 * 60_000 });
   const run = (JSON.parse(r.stdout) as { runs: Run[] }).runs[0]!;
