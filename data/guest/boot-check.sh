@@ -130,6 +130,12 @@ else
   check init ok "busybox pid1=$(cat /proc/1/comm 2>/dev/null)"
 fi
 
+# Secure Boot as the kernel saw it, and PCR 11 (systemd-stub's measurement of the UKI): reported, the boot test judges them
+sb=$(dmesg 2>/dev/null | sed -n 's/.*secureboot: //p' | head -n 1)
+check secureboot ok "${sb:-not reported by the kernel}"
+pcr=/sys/class/tpm/tpm0/pcr-sha256/11
+if [ -r "$pcr" ]; then check pcr11 ok "$(cat "$pcr")"; else check pcr11 skip "no TPM 2.0 with a sha256 bank"; fi
+
 echo "ACL-CHECK done $failures"
 sync
 if [ "$INIT_KIND" = systemd ]; then

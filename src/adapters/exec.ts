@@ -19,6 +19,12 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Return stdout as a Buffer instead of a string. */
   binary?: boolean;
+  /**
+   * Give `input` through a pipe(2), for tools that open /dev/stdin by name
+   * (sbsign --key /dev/stdin): Node's stdin is a socket, which cannot be
+   * opened that way. Used for secrets, which must never touch a disk.
+   */
+  inputPipe?: boolean;
 }
 
 export interface RunResult {
@@ -28,9 +34,9 @@ export interface RunResult {
 }
 
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const [file, ...args] = argv;
-  if (!file) throw new Error("run: empty argv");
-  const r = await execa(file, args, {
+  if (!argv[0]) throw new Error("run: empty argv");
+  const [file, ...args] = opts.inputPipe ? ["sh", "-c", 'cat | "$@"', "sh", ...argv] : argv;
+  const r = await execa(file!, args, {
     cwd: opts.cwd,
     env: { PATH: toolPath(), LC_ALL: "C", ...opts.env },
     input: opts.input,
@@ -40,9 +46,9 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     maxBuffer: 512 * MiB,
   });
   if (r.failed && (r.exitCode === undefined || !(opts.okCodes ?? [0]).includes(r.exitCode))) {
-    if ((r as { code?: string }).code === "ENOENT") {
-      throw new UserError(`required tool '${file}' is not installed`, {
-        hint: `${toolHint(file)} (or run ./scripts/setup.sh)`,
+    if ((r as { code?: string }).code === "ENOENT" || (opts.inputPipe && r.exitCode === 127)) {
+      throw new UserError(`required tool '${argv[0]}' is not installed`, {
+        hint: `${toolHint(argv[0]!)} (or run ./scripts/setup.sh)`,
       });
     }
     throw new ExternalToolError(argv, r.exitCode ?? null, String(r.stderr ?? "") + (r.timedOut ? "\n(timed out)" : ""), opts.hint);
@@ -115,6 +121,13 @@ export const TOOL_PACKAGES = {
   dockerd: "docker.io",
   skopeo: "skopeo",
   openssl: "openssl",
+  sbsign: "sbsigntool",
+  sbverify: "sbsigntool",
+  faketime: "faketime",
+  "cert-to-efi-sig-list": "efitools",
+  "sign-efi-sig-list": "efitools",
+  swtpm: "swtpm",
+  swtpm_setup: "swtpm-tools",
   "ignition-validate": "ignition",
   shellcheck: "shellcheck",
 } as const satisfies Record<string, string>;

@@ -8,14 +8,21 @@
  */
 import { execa, type ResultPromise } from "execa";
 import { createWriteStream } from "node:fs";
-import { copyFile } from "node:fs/promises";
-import { resolve } from "node:path";
+import { access, copyFile, mkdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { run, toolPath } from "./exec.js";
 import { UserError } from "../errors.js";
 
 export const QEMU_BINARY = "qemu-system-x86_64";
 export const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd";
 export const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS.fd";
+/** Debian's Secure Boot OVMF (needs SMM) and its variable store with the snakeoil test key in PK, KEK and db, Secure Boot on. */
+export const OVMF_CODE_SECBOOT = "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd";
+export const OVMF_VARS_SNAKEOIL = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+/** The test key (and its certificate) those vars trust; its passphrase is "snakeoil". Shipped for tests only. */
+export const SNAKEOIL_KEY = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+export const SNAKEOIL_CERT = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+export const SNAKEOIL_PASSPHRASE = "snakeoil";
 
 export type Firmware = "uefi" | "direct";
 export type DiskBus = "virtio-blk" | "virtio-scsi" | "nvme";
@@ -34,6 +41,10 @@ export interface QemuBootOptions {
   append?: string;
   /** UEFI: per-run writable copy of the OVMF variable store (made by prepareOvmfVars). */
   ovmfVars?: string;
+  /** UEFI with Secure Boot enforced: the SMM build of OVMF (its vars copy from prepareOvmfVars(dest, true)). */
+  secureBoot?: boolean;
+  /** A TPM 2.0 (tpm-tis) backed by a swtpm started for this run, its state in this folder. */
+  tpmDir?: string;
   /** SMBIOS type 11 vendor strings (seen by the guest in /sys/firmware/dmi/entries/11-*). */
   smbiosStrings?: string[];
   memoryMiB?: number;
@@ -67,9 +78,12 @@ export interface QemuBootResult {
 
 /** Build QEMU's argv for a boot (pure; exported for tests and for showing a reproducible command). */
 export function qemuArgv(o: QemuBootOptions): string[] {
+  if (o.secureBoot && o.firmware !== "uefi") throw new UserError("Secure Boot needs UEFI firmware, not a direct-kernel boot");
   const a = [
     QEMU_BINARY,
-    "-machine", "q35",
+    // Secure Boot: SMM keeps the variable store out of the OS's reach, and the flash must be "secure" for it
+    "-machine", o.secureBoot ? "q35,smm=on" : "q35",
+    ...(o.secureBoot ? ["-global", "driver=cfi.pflash01,property=secure,value=on"] : []),
     "-accel", o.accel ?? "tcg",
     "-cpu", o.cpu,
     "-smp", String(o.smp ?? 2),
@@ -95,6 +109,9 @@ export function qemuArgv(o: QemuBootOptions): string[] {
       break;
   }
   for (const [i, d] of (o.extraDisks ?? []).entries()) a.push("-drive", `file=${d},format=raw,if=virtio,readonly=on,index=${i + 1}`);
+  if (o.tpmDir) {
+    a.push("-chardev", `socket,id=chrtpm,path=${tpmSocket(o.tpmDir)}`, "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0");
+  }
   for (const s of o.smbiosStrings ?? []) {
     if (s.includes(",")) throw new UserError(`SMBIOS string '${s}' must not contain a comma`);
     a.push("-smbios", `type=11,value=${s}`);
@@ -102,7 +119,7 @@ export function qemuArgv(o: QemuBootOptions): string[] {
   if (o.firmware === "uefi") {
     if (!o.ovmfVars) throw new UserError("UEFI boot needs a per-run copy of OVMF_VARS.fd");
     a.push(
-      "-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`,
+      "-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${o.secureBoot ? OVMF_CODE_SECBOOT : OVMF_CODE}`,
       "-drive", `if=pflash,format=raw,unit=1,file=${o.ovmfVars}`,
     );
   } else {
@@ -119,11 +136,34 @@ export async function createOverlay(base: string, overlay: string, baseFormat: "
   });
 }
 
-/** Per-run writable copy of the OVMF variable store. */
-export async function prepareOvmfVars(dest: string): Promise<void> {
-  await copyFile(OVMF_VARS, dest).catch(() => {
-    throw new UserError(`${OVMF_VARS} is missing`, { hint: "apt-get install ovmf" });
+/** Per-run writable copy of the OVMF variable store (the snakeoil-keyed one for Secure Boot). */
+export async function prepareOvmfVars(dest: string, secureBoot = false): Promise<void> {
+  const src = secureBoot ? OVMF_VARS_SNAKEOIL : OVMF_VARS;
+  await copyFile(src, dest).catch(() => {
+    throw new UserError(`${src} is missing`, { hint: "apt-get install ovmf" });
   });
+}
+
+const tpmSocket = (dir: string) => join(dir, "swtpm.sock");
+
+/** Start swtpm (TPM 2.0) on a control socket in `dir`; it ends when QEMU disconnects, or when killed. */
+async function startSwtpm(dir: string): Promise<{ child: ResultPromise }> {
+  await mkdir(dir, { recursive: true });
+  const sock = tpmSocket(dir);
+  const child = execa("swtpm", ["socket", "--tpm2", "--tpmstate", `dir=${dir}`, "--ctrl", `type=unixio,path=${sock}`, "--terminate"], {
+    reject: false, stdin: "ignore", stdout: "ignore", stderr: "pipe", env: { PATH: toolPath(), LC_ALL: "C" },
+  });
+  let exited = false;
+  void child.then(() => (exited = true));
+  for (let i = 0; i < 100; i++) {
+    if (await access(sock).then(() => true, () => false)) return { child }; // wrapped: returning the promise itself would wait for swtpm to end
+    if (exited) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  child.kill("SIGKILL");
+  const r = await child;
+  if ((r as { code?: string }).code === "ENOENT") throw new UserError("swtpm is not installed", { hint: "apt-get install swtpm swtpm-tools" });
+  throw new UserError(`swtpm did not open its socket ${sock}: ${String(r.stderr ?? "").trim().split("\n").at(-1) ?? ""}`, { hint: "check that swtpm runs: swtpm socket --tpm2 --help" });
 }
 
 /** Read one byte of a disk image at a guest offset (through the block layer, works on overlays). */
@@ -141,6 +181,18 @@ export async function writeByte(image: string, format: "qcow2" | "raw", offset: 
 
 export async function bootQemu(o: QemuBootOptions): Promise<QemuBootResult> {
   const argv = qemuArgv(o);
+  const tpm = o.tpmDir ? await startSwtpm(o.tpmDir) : undefined;
+  try {
+    return await runQemu(o, argv);
+  } finally {
+    if (tpm) {
+      tpm.child.kill("SIGKILL");
+      await tpm.child;
+    }
+  }
+}
+
+async function runQemu(o: QemuBootOptions, argv: string[]): Promise<QemuBootResult> {
   const log = createWriteStream(o.serialLog);
   const lines: QemuBootResult["lines"] = [];
   const t0 = performance.now();

@@ -11,6 +11,7 @@ export default class BootTest extends AclCommand<BootTestResult> {
     "<%= config.bin %> boot-test out/minimal",
     "<%= config.bin %> boot-test out/minimal --cpu Haswell-v4 --cpu Nehalem --firmware uefi",
     "<%= config.bin %> boot-test out/container-host --case boot --junit out/boot.xml --keep-logs out/boot-logs",
+    "<%= config.bin %> boot-test out/minimal-signed --secure-boot --tpm --case boot --case uki-tamper",
     "<%= config.bin %> boot-test out/minimal --case ab-update --payload out/minimal-v2/minimal-1.1.0.update --key keys/acl-signing.pub",
   ];
 
@@ -29,6 +30,8 @@ export default class BootTest extends AclCommand<BootTestResult> {
     "keep-logs": Flags.string({ description: "copy each boot's serial log into this folder (A/B cases: also the disk as the scenario left it, ID.raw)" }),
     payload: Flags.string({ description: "A/B cases (ab-update, ab-bad-verity, ab-bad-health): update payload to apply (repeatable, applied in turn)", multiple: true }),
     key: Flags.string({ description: "A/B cases: public key (PEM) the payloads are signed by" }),
+    "secure-boot": Flags.boolean({ description: "boot under Secure Boot (OVMF's SMM build with the snakeoil test key in db): a signed image must boot with the kernel reporting Secure Boot enabled, an unsigned or tampered one (case uki-tamper) be refused by the firmware" }),
+    tpm: Flags.boolean({ description: "attach a vTPM (swtpm): PCR 11 read by the guest must equal the manifest's prediction for slot A" }),
     tries: Flags.integer({ description: "A/B cases: boot tries each installed payload gets", default: 3, min: 1, max: 15 }),
   };
 
@@ -47,6 +50,8 @@ export default class BootTest extends AclCommand<BootTestResult> {
       payloads: flags.payload,
       key: flags.key,
       tries: flags.tries,
+      secureBoot: flags["secure-boot"],
+      tpm: flags.tpm,
       reporter: this.reporter(),
     });
     if (!this.jsonEnabled()) {

@@ -10,6 +10,7 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
   static override examples = [
     "<%= config.bin %> build images/minimal.toml",
     "<%= config.bin %> build images/container-host.toml --sign-key keys/acl-signing.key --out /srv/images/ch",
+    "ACL_SECUREBOOT_PASSPHRASE=snakeoil <%= config.bin %> build images/minimal.toml --secureboot-key /usr/share/ovmf/PkKek-1-snakeoil.key --secureboot-cert /usr/share/ovmf/PkKek-1-snakeoil.pem",
   ];
   static override args = {
     spec: Args.string({ description: "image spec (TOML)", required: true }),
@@ -17,6 +18,9 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
   static override flags = {
     out: Flags.string({ char: "o", description: "output folder (default: out/NAME)" }),
     "sign-key": Flags.string({ description: "private key (PEM) to sign the artifacts with; overrides [signing] key" }),
+    "secureboot-key": Flags.string({ description: "Secure Boot signing key (RSA PEM); overrides [secureboot] key. An encrypted key reads its passphrase from $ACL_SECUREBOOT_PASSPHRASE or --secureboot-passphrase-file" }),
+    "secureboot-cert": Flags.string({ description: "certificate of the Secure Boot key (PEM or DER); overrides [secureboot] certificate" }),
+    "secureboot-passphrase-file": Flags.string({ description: "file whose first line is the Secure Boot key's passphrase (never pass the passphrase itself on the command line)" }),
     "cache-dir": Flags.string({ description: "stage cache folder (default: $ACL_CACHE_DIR or ~/.cache/acl)" }),
     "no-cache": Flags.boolean({ description: "rebuild every stage (the cache is refreshed)" }),
     "keep-work": Flags.boolean({ description: "keep the temporary build folder when the build fails" }),
@@ -28,6 +32,12 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
       specPath: args.spec,
       outDir: flags.out,
       signKey: flags["sign-key"],
+      secureBoot: {
+        key: flags["secureboot-key"],
+        cert: flags["secureboot-cert"],
+        passphraseFile: flags["secureboot-passphrase-file"],
+        passphraseEnv: process.env.ACL_SECUREBOOT_PASSPHRASE,
+      },
       cacheDir: flags["cache-dir"],
       noCache: flags["no-cache"],
       keepWork: flags["keep-work"],
@@ -41,6 +51,7 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
       this.log(`  /usr root hash ${m.verity.rootHash}`);
       for (const a of m.artifacts) this.log(`  ${a.path.padEnd(28)} ${a.kind.padEnd(14)} ${formatMiB(a.size).padStart(12)}`);
       if (res.signed) this.log("  signed: SHA256SUMS, SHA256SUMS.sig, provenance.intoto.json, acl-signing.pub");
+      if (m.boot?.secureBoot) this.log(`  Secure Boot: ${m.boot.secureBoot.signed.length} EFI binaries signed for ${m.boot.secureBoot.certificate.subject}; enroll secureboot/db.der or db.esl`);
     }
     return {
       outDir: res.outDir,

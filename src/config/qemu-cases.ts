@@ -30,7 +30,8 @@ export type CpuModel = CpuModels["models"][number];
 
 export const CaseMeta = z.strictObject({
   description: z.string(),
-  kind: z.enum(["boot", "tamper", "ab"]),
+  /** uki-tamper: flip one byte in the ESP's UKI; runs only under --secure-boot, where firmware must refuse it. */
+  kind: z.enum(["boot", "tamper", "ab", "uki-tamper"]),
   tamper: z.strictObject({ partition: z.string(), offset: z.number().int().nonnegative() }).optional(),
   /** A/B scenario: how the update is broken (none: it must boot and be blessed). */
   ab: z.strictObject({ break: z.enum(["none", "verity", "health", "interrupt"]) }).optional(),

@@ -199,6 +199,16 @@ const Signing = z
   })
   .describe("Signing");
 
+const SecureBoot = z
+  .strictObject({
+    key: specFile("Secure Boot signing key (RSA, PEM), relative to the spec's folder; `--secureboot-key` overrides. An encrypted key takes its passphrase from $ACL_SECUREBOOT_PASSPHRASE or `passphrase_file`"),
+    certificate: specFile("X.509 certificate (PEM or DER) of that key, the one firmware's db must hold; `--secureboot-cert` overrides"),
+    kek_key: specFile("KEK private key that signs the db update (secureboot/db.auth); with kek_certificate").optional(),
+    kek_certificate: specFile("KEK certificate (PEM or DER); with kek_key").optional(),
+    passphrase_file: specFile("File whose first line is the passphrase of encrypted keys; `--secureboot-passphrase-file` overrides").optional(),
+  })
+  .describe("Secure Boot: sign the boot loader and every UKI with sbsign; write db enrollment material");
+
 const Update = z
   .strictObject({
     key: specFile("Public key (PEM) the on-node updater trusts, relative to the spec's folder; default: the public half of the signing key").optional(),
@@ -254,6 +264,7 @@ export const ImageSpecSchema = z
     partitions: Partitions.default({ esp: 128 * MIB, usr: 1024 * MIB, oem: 64 * MIB, root: 256 * MIB, bios_boot: false }),
     output: Output.default({ formats: ["raw", "qcow2", "vhd"] }),
     signing: Signing.optional(),
+    secureboot: SecureBoot.optional(),
     update: Update.default({ tries: 3 }),
     policy: Policy.default({ allow_setuid: [] }),
     aks: Aks.optional(),

@@ -28,6 +28,10 @@ export const ArtifactKind = z.enum([
   "checksums",
   "signature",
   "public-key",
+  /** Secure Boot enrollment material: the db certificate (DER), its EFI signature list, a KEK-signed db update. */
+  "secureboot-cert",
+  "efi-signature-list",
+  "efi-auth",
   "other",
 ]);
 export type ArtifactKind = z.infer<typeof ArtifactKind>;
@@ -69,6 +73,42 @@ export const IsaAudit = z.strictObject({
   files: z.array(z.string()),
   counts: z.record(z.string(), z.number().int()),
 });
+
+const Hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+
+/** One A/B slot's boot entry: its UKI and the PCR 11 value systemd-stub measures for it. */
+export const SlotBootInfo = z.strictObject({
+  /** sha256 and size of the UKI file (signed, when the build is signed). */
+  uki: z.strictObject({ sha256: Hex64, size: z.number().int().positive() }),
+  /** sha256-bank PCR 11 after systemd-stub measured the UKI's sections (at the kernel's start). */
+  pcr11: Hex64,
+  /** PCR 11 once systemd-pcrphase has measured "sysinit" and "ready" (systemd images only). */
+  pcr11Ready: Hex64.optional(),
+});
+export type SlotBootInfo = z.infer<typeof SlotBootInfo>;
+
+export const SecureBootInfo = z.strictObject({
+  /** The certificate the boot chain is signed with (what firmware's db must hold). */
+  certificate: z.strictObject({
+    subject: z.string(),
+    /** sha256 of the certificate's DER bytes. */
+    sha256: Hex64,
+    notAfter: z.string(),
+  }),
+  /** ESP paths and payload sections signed with it. */
+  signed: z.array(z.string()),
+  /** EFI signature owner GUID used in the signature lists. */
+  ownerGuid: z.string(),
+  /** Subject of the KEK certificate that signed the db update (.auth), when one was given. */
+  kek: z.string().optional(),
+});
+export type SecureBootInfo = z.infer<typeof SecureBootInfo>;
+
+export const BootInfo = z.strictObject({
+  slots: z.strictObject({ A: SlotBootInfo, B: SlotBootInfo }),
+  secureBoot: SecureBootInfo.optional(),
+});
+export type BootInfo = z.infer<typeof BootInfo>;
 
 export const Manifest = z.strictObject({
   schemaVersion: z.literal(MANIFEST_SCHEMA_VERSION),
@@ -118,6 +158,7 @@ export const Manifest = z.strictObject({
     })
     .optional(),
   aks: AksInfo.optional(),
+  boot: BootInfo.optional(),
 });
 export type Manifest = z.infer<typeof Manifest>;
 

@@ -11,6 +11,7 @@ import type { ImageSpec } from "../config/spec.js";
 import type { Requirement } from "../adapters/exec.js";
 import type { Reporter, StageHandle } from "../output/reporter.js";
 import type { StageCache } from "./cache.js";
+import type { SecureBootKeys } from "../stages/boot/secureboot.js";
 
 export interface BuildContext {
   readonly spec: Readonly<ImageSpec>;
@@ -29,6 +30,8 @@ export interface BuildContext {
   readonly codeDigest: string;
   /** Private key the build signs with, when it signs (checked before the first stage). */
   readonly signKey?: string;
+  /** Secure Boot pair the boot chain is signed with (the private key in memory only), when it is. */
+  readonly secureBoot?: SecureBootKeys;
 }
 
 /** What a stage's `run` works in. */

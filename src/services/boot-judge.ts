@@ -6,7 +6,14 @@ import type { QemuBootResult, Firmware } from "../adapters/qemu.js";
 import type { BootCase, Level } from "../config/qemu-cases.js";
 import { highestMicroarch } from "../formats/microarch.js";
 
-export type Expectation = "boot" | "refuse-cpu" | "refuse-verity" | "ab-update" | "ab-fallback";
+export type Expectation = "boot" | "refuse-cpu" | "refuse-verity" | "refuse-signature" | "ab-update" | "ab-fallback";
+
+/** What a Secure Boot run must also show: the kernel saw Secure Boot on; with a vTPM, PCR 11 equals the manifest's. */
+export interface TrustedBootExpectation {
+  secureBoot: boolean;
+  /** Expected sha256 PCR 11 (hex), when the run has a TPM. */
+  pcr11?: string;
+}
 
 export interface GuestCheck {
   name: string;
@@ -47,13 +54,19 @@ export interface ConsoleFacts {
   userspaceMs?: number;
   /** glibc-hwcaps levels the guest's ld.so reported as supported. */
   hwcaps?: string[];
+  /** The kernel's "secureboot: …" line (console or the guest's dmesg check). */
+  secureBoot?: string;
+  /** The first line where firmware or the boot loader refused an image (Access Denied, Security Violation). */
+  firmwareRefusal?: string;
+  /** The kernel started (the EFI stub or Linux printed). */
+  kernelStarted: boolean;
 }
 
 const MARKER = /(acl-init: .*|ACL-CHECK .*|acl: this image requires.*|Kernel panic - not syncing.*|Run \/init as init process|EFI stub: .*|Linux version \S+)/;
 
 /** Read the facts a judge needs out of console lines. Pure. */
 export function parseConsole(lines: readonly { ms: number; text: string }[]): ConsoleFacts {
-  const f: ConsoleFacts = { checks: [], done: false, powerDown: false, verityRestart: false };
+  const f: ConsoleFacts = { checks: [], done: false, powerDown: false, verityRestart: false, kernelStarted: false };
   for (const { ms, text } of lines) {
     const m = MARKER.exec(text);
     if (m) f.lastMarker = m[1]!.trim();
@@ -69,6 +82,11 @@ export function parseConsole(lines: readonly { ms: number; text: string }[]): Co
         }
       }
     }
+    const sb = /\bsecureboot: (.*)$/.exec(text);
+    if (sb && !f.secureBoot) f.secureBoot = sb[1]!.trim();
+    if (c?.[1] === "secureboot" && !f.secureBoot && !/not reported/.test(c[3] ?? "")) f.secureBoot = (c[3] ?? "").trim();
+    if (!f.firmwareRefusal && /(BdsDxe: failed to (?:load|start)|Error loading) .*: (?:Access Denied|Security Violation)/i.test(text)) f.firmwareRefusal = text.trim();
+    if (/EFI stub: |Linux version \S+/.test(text)) f.kernelStarted = true;
     const r = /acl: this image requires (\S+); this CPU lacks:\s*(.*)$/.exec(text);
     if (r) f.refusal = { level: r[1]!, missing: r[2]!.trim().split(/\s+/).filter(Boolean) };
     if (/reboot: Power down/.test(text)) f.powerDown = true;
@@ -92,6 +110,7 @@ export function judge(opts: {
   imageLevel: Level;
   cpuLevel: Level;
   bootCase: BootCase;
+  trusted?: TrustedBootExpectation;
 }): { passed: boolean; reason: string } {
   const { facts: f, qemu: q } = opts;
   const last = f.lastMarker ? `; last seen: "${f.lastMarker}"` : "; nothing recognisable on the console";
@@ -104,6 +123,11 @@ export function judge(opts: {
     if (f.panic) return { passed: false, reason: `kernel panic instead of a clean power-off: ${f.panic}` };
     if (!f.powerDown || q.exitCode !== 0) return { passed: false, reason: `refused but did not power off cleanly (qemu exit ${q.exitCode})` };
     return { passed: true, reason: `refused cleanly: lacks ${f.refusal.missing.join(" ")}` };
+  }
+  if (opts.expected === "refuse-signature") {
+    if (f.kernelStarted || f.checks.length) return { passed: false, reason: `an image the firmware should refuse started${last}` };
+    if (!f.firmwareRefusal) return { passed: false, reason: `no refusal by the firmware or the boot loader${last}` };
+    return { passed: true, reason: `refused before the kernel: ${f.firmwareRefusal}` };
   }
   if (opts.expected === "refuse-verity") {
     const forbidden = opts.bootCase.checks.forbidden.filter((n) => (n === "done" ? f.done : f.checks.some((c) => c.name === n)));
@@ -134,7 +158,19 @@ export function judge(opts: {
     if (got !== opts.cpuLevel) problems.push(`hwcaps: ld.so supports up to ${got}, the CPU table says ${opts.cpuLevel}`);
   }
   if (!f.powerDown || q.exitCode !== 0) problems.push(`did not power off cleanly (qemu exit ${q.exitCode})`);
+  const proved: string[] = [];
+  if (opts.trusted?.secureBoot) {
+    if (!/Secure boot enabled/i.test(f.secureBoot ?? "")) problems.push(`the kernel did not report Secure Boot enabled (it said: ${f.secureBoot ?? "nothing"})`);
+    else proved.push("Secure Boot enabled");
+  }
+  if (opts.trusted?.pcr11) {
+    const c = f.checks.find((x) => x.name === "pcr11");
+    const got = c?.status === "ok" ? c.detail.trim().toLowerCase() : undefined;
+    if (!got) problems.push(`no PCR 11 from the TPM (${c ? `${c.status} ${c.detail}` : "not reported"})`);
+    else if (got !== opts.trusted.pcr11.toLowerCase()) problems.push(`PCR 11 is ${got}, the manifest predicts ${opts.trusted.pcr11}`);
+    else proved.push(`PCR 11 = manifest (${got.slice(0, 16)}…)`);
+  }
   if (problems.length) return { passed: false, reason: problems.join("; ") };
-  return { passed: true, reason: `${kind}: ${required.length} checks ok${f.hwcaps ? `, hwcaps ${highestLevel(f.hwcaps)}` : ""}` };
+  return { passed: true, reason: `${kind}: ${required.length} checks ok${f.hwcaps ? `, hwcaps ${highestLevel(f.hwcaps)}` : ""}${proved.length ? `; ${proved.join(", ")}` : ""}` };
 }
 

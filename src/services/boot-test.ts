@@ -22,6 +22,8 @@ import { makeDir } from "../util/fs.js";
 import { mapLimit } from "../util/pool.js";
 import { judge, parseConsole, type BootRun, type Expectation } from "./boot-judge.js";
 import { runAbScenario } from "./boot-test-ab.js";
+import { FatImage } from "../adapters/fat.js";
+import { peSections } from "../formats/pe.js";
 import { DEFAULT_TRIES } from "./update/apply.js";
 
 export { highestLevel, judge, parseConsole, type BootRun, type ConsoleFacts, type Expectation, type GuestCheck } from "./boot-judge.js";
@@ -48,6 +50,10 @@ export interface BootTestOptions {
   payloads?: string[];
   key?: string;
   tries?: number;
+  /** Boot under Secure Boot (OVMF's SMM build, the snakeoil test key in db): a signed image must boot with it on, an unsigned one be refused. */
+  secureBoot?: boolean;
+  /** Attach a vTPM (swtpm): the guest's PCR 11 must equal the manifest's prediction for slot A. */
+  tpm?: boolean;
   reporter?: Reporter;
 }
 
@@ -76,10 +82,26 @@ export function planRuns(opts: {
   cpus: CpuModel[] | undefined;
   firmware: Firmware[] | undefined;
   defaults: { at?: CpuModel; below?: CpuModel };
+  /** Secure Boot runs: UEFI only, one run per boot case at the image's level; `signed` says whether the image should pass. */
+  secureBoot?: { signed: boolean };
+  /** A vTPM is attached: PCR 11 is only measured through the UKI, so UEFI only. */
+  tpm?: boolean;
 }): PlannedRun[] {
   const runs: PlannedRun[] = [];
   const meets = (c: CpuModel) => microarchRank(c.level) >= microarchRank(opts.imageLevel);
+  if (opts.secureBoot || opts.tpm) {
+    const cpu = opts.cpus?.find(meets) ?? opts.defaults.at;
+    if (!cpu) return runs;
+    for (const bc of opts.cases) {
+      if (bc.meta.kind === "uki-tamper" && opts.secureBoot) runs.push({ id: `${bc.name}-${cpu.name}-uefi-sb`, bootCase: bc, cpu, firmware: "uefi", expected: "refuse-signature" });
+      if (bc.meta.kind !== "boot") continue;
+      const expected: Expectation = opts.secureBoot && !opts.secureBoot.signed ? "refuse-signature" : "boot";
+      runs.push({ id: `${bc.name}-${cpu.name}-uefi${opts.secureBoot ? "-sb" : ""}${opts.tpm ? "-tpm" : ""}`, bootCase: bc, cpu, firmware: "uefi", expected });
+    }
+    return runs;
+  }
   for (const bc of opts.cases) {
+    if (bc.meta.kind === "uki-tamper") continue; // only means something under Secure Boot
     if (bc.meta.kind === "ab") {
       // one scenario, UEFI from the disk alone (boot counting lives in the loader), on a CPU at the image's level
       const cpu = opts.cpus?.find(meets) ?? opts.defaults.at;
@@ -110,6 +132,30 @@ export function planRuns(opts: {
 }
 
 // --- running ------------------------------------------------------------------------
+
+/** The ESP's slot A UKI as a fresh disk has it. */
+export const ESP_UKI = "EFI/Linux/acl-A.efi";
+
+/**
+ * Flip one byte in the middle of the ESP's UKI's .linux section (in a raw
+ * copy, never the build output): the Authenticode hash no longer matches its
+ * signature, so Secure Boot firmware must refuse to start it.
+ */
+export async function flipUkiByte(rawDisk: string, m: Manifest, workDir: string): Promise<{ offset: number }> {
+  const esp = m.disk?.partitions.find((x) => x.label === "EFI-SYSTEM");
+  if (!esp) throw new UserError("the manifest lists no EFI-SYSTEM partition", { hint: "boot-test needs the disk layout in manifest.disk" });
+  const fat = new FatImage(rawDisk, esp.firstLba * m.disk!.sectorSize);
+  const uki = await fat.read(ESP_UKI);
+  const linux = peSections(uki).find((s) => s.name === ".linux");
+  if (!linux) throw new UserError(`${ESP_UKI} on the ESP has no .linux section`);
+  const offset = linux.rawOffset + Math.floor(linux.rawSize / 2);
+  uki[offset] = uki[offset]! ^ 0x01;
+  const local = join(workDir, "tampered.efi");
+  await writeFile(local, uki);
+  await fat.write(local, ESP_UKI);
+  await rm(local, { force: true });
+  return { offset };
+}
 
 function artifactPath(m: Manifest, outDir: string, kinds: string[]): { path: string; kind: string } | undefined {
   for (const k of kinds) {
@@ -150,6 +196,8 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
     const unknown = opts.cases.filter((n) => !cases.some((c) => c.name === n));
     if (unknown.length) throw new UserError(`unknown boot-test case: ${unknown.join(", ")}`, { hint: `cases are folders in ${join(qemuDir, "cases")}: ${cases.map((c) => c.name).join(", ")}` });
     cases = cases.filter((c) => opts.cases!.includes(c.name));
+    const sbOnly = cases.find((c) => c.meta.kind === "uki-tamper");
+    if (sbOnly && !opts.secureBoot) throw new UserError(`case ${sbOnly.name} needs --secure-boot: without it firmware boots a tampered UKI`, { hint: `acl boot-test ${opts.outDir} --secure-boot --case ${sbOnly.name}` });
   } else {
     cases = cases.filter((c) => c.meta.default !== false);
   }
@@ -158,7 +206,16 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
   const below = levelBelow(imageLevel);
   const defaults = { at: defaultModelFor(models, imageLevel), below: below ? defaultModelFor(models, below) : undefined };
   if (!cpus && !defaults.at) opts.reporter?.warn(`no QEMU ${models.accel} CPU model reaches ${imageLevel}: only the refusal below it is tested`);
-  const plan = planRuns({ imageLevel, cases, cpus, firmware: opts.firmware, defaults });
+  if ((opts.secureBoot || opts.tpm) && opts.firmware?.includes("direct")) {
+    throw new UserError(`${opts.secureBoot ? "--secure-boot" : "--tpm"} boots through the firmware and the UKI: it cannot be combined with --firmware direct`, { hint: "drop --firmware (UEFI is used)" });
+  }
+  const signed = Boolean(manifest.boot?.secureBoot);
+  const plan = planRuns({ imageLevel, cases, cpus, firmware: opts.firmware, defaults, secureBoot: opts.secureBoot ? { signed } : undefined, tpm: opts.tpm });
+  if (opts.tpm && !manifest.boot) throw new UserError(`${join(outDir, "manifest.json")} has no PCR 11 prediction (boot.slots)`, { hint: "rebuild the image with this acl" });
+  if (opts.secureBoot && !signed) opts.reporter?.warn("the image is not Secure Boot signed: firmware must refuse it (rebuild with --secureboot-key/--secureboot-cert to boot it)");
+  const trusted = opts.secureBoot || opts.tpm
+    ? { secureBoot: Boolean(opts.secureBoot), pcr11: opts.tpm ? (manifest.boot!.slots.A.pcr11Ready ?? manifest.boot!.slots.A.pcr11) : undefined }
+    : undefined;
   if (!plan.length) throw new UserError("nothing to boot: the chosen CPU models, firmware and cases give no runs", { hint: "drop --cpu/--case or pick a CPU at the image's level" });
 
   const disk = artifactPath(manifest, outDir, ["disk-raw", "disk-qcow2"]);
@@ -176,6 +233,7 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
     });
   const tools = ["qemu-system-x86_64", "qemu-img"];
   if (plan.some((p) => p.bootCase.meta.kind === "tamper")) tools.push("qemu-io");
+  if (opts.tpm) tools.push("swtpm");
   await requireTools(tools);
   for (const p of [disk.path, kernel?.path, initrd?.path]) if (p) await access(p).catch(() => { throw new UserError(`artifact ${p} is missing`, { hint: "rebuild the image; boot-test reads what the manifest lists" }); });
 
@@ -213,8 +271,19 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
         st?.end({ note: `${run.passed ? "PASS" : "FAIL"}: ${run.reason}` });
         return run;
       }
-      const overlay = join(dir, "disk.qcow2");
-      await createOverlay(disk!.path, overlay, disk!.kind === "disk-raw" ? "raw" : "qcow2");
+      let bootDisk = join(dir, "disk.qcow2");
+      let bootFormat: "qcow2" | "raw" = "qcow2";
+      if (p.bootCase.meta.kind === "uki-tamper") {
+        // the UKI is rewritten through the ESP's file system, which mtools reaches only in a raw image
+        bootDisk = join(dir, "disk.raw");
+        bootFormat = "raw";
+        if (disk!.kind === "disk-raw") await execRun(["cp", "--sparse=always", disk!.path, bootDisk]);
+        else await execRun(["qemu-img", "convert", "-O", "raw", disk!.path, bootDisk]);
+        await flipUkiByte(bootDisk, manifest, dir);
+      } else {
+        await createOverlay(disk!.path, bootDisk, disk!.kind === "disk-raw" ? "raw" : "qcow2");
+      }
+      const overlay = bootDisk;
       if (p.bootCase.meta.tamper) {
         const t = p.bootCase.meta.tamper;
         const part = manifest.disk?.partitions.find((x) => x.label === t.partition);
@@ -226,17 +295,19 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
       let vars: string | undefined;
       if (p.firmware === "uefi") {
         vars = join(dir, "OVMF_VARS.fd");
-        await prepareOvmfVars(vars);
+        await prepareOvmfVars(vars, opts.secureBoot);
       }
       const serialLog = join(dir, "serial.log");
       const q = await bootQemu({
-        disk: overlay, diskFormat: "qcow2", diskBus: p.bootCase.meta.disk, cpu: p.cpu.name, firmware: p.firmware,
+        disk: overlay, diskFormat: bootFormat, diskBus: p.bootCase.meta.disk, cpu: p.cpu.name, firmware: p.firmware,
+        secureBoot: opts.secureBoot, tpmDir: opts.tpm && p.expected === "boot" ? join(dir, "tpm") : undefined,
         kernel: kernel?.path, initrd: initrd?.path, append: manifest.kernel?.cmdline,
         ovmfVars: vars, smbiosStrings: [BOOT_CHECK_REQUEST] /* through SMBIOS type 11: works for sealed UKI command lines too */, serialLog, timeoutMs, accel: opts.accel ?? "tcg",
-        stopOn: [/Kernel panic - not syncing/], graceMs: 1500,
+        // firmware that refused every boot option waits for a key press forever
+        stopOn: [/Kernel panic - not syncing/, /BdsDxe: No bootable option or device was found/], graceMs: 1500,
       });
       const facts = parseConsole(q.lines);
-      const verdict = judge({ expected: p.expected, facts, qemu: q, imageLevel, cpuLevel: p.cpu.level, bootCase: p.bootCase });
+      const verdict = judge({ expected: p.expected, facts, qemu: q, imageLevel, cpuLevel: p.cpu.level, bootCase: p.bootCase, trusted: p.expected === "boot" ? trusted : undefined });
       tails.set(p.id, q.lines.slice(-40).map((l) => l.text).join("\n"));
       let log: string | undefined;
       if (opts.keepLogsDir) {

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { installedVersions } from "../adapters/dpkg.js";
+import { checkRequirements } from "../adapters/exec.js";
 import { lastCommitTime } from "../adapters/git.js";
 import { loadSpec, type ImageSpec } from "../config/spec.js";
 import { fsReason, UserError } from "../errors.js";
@@ -17,9 +18,10 @@ import { MANIFEST_FILE, type Manifest } from "../pipeline/manifest.js";
 import { checkStages, runStages, stageRequirements, type StageTiming } from "../pipeline/runner.js";
 import type { BuildContext, StageResult } from "../pipeline/stage.js";
 import { BUILD_STAGES } from "../stages/index.js";
-import { TOOL_PACKAGES_RECORDED, type ReleaseOut } from "../stages/release/stage.js";
+import { SECUREBOOT_PACKAGES, TOOL_PACKAGES_RECORDED, type ReleaseOut } from "../stages/release/stage.js";
+import { SECUREBOOT_REQUIREMENTS } from "../stages/boot/secureboot.js";
 import { DATA_DIR } from "../util/data.js";
-import { preflight } from "./preflight.js";
+import { preflight, type SecureBootFlags } from "./preflight.js";
 import { walk } from "../util/fs.js";
 import { makeDir } from "../util/fs.js";
 
@@ -31,6 +33,8 @@ export interface BuildOptions {
   outDir?: string;
   /** Private key (PEM) to sign with; overrides the spec's [signing] key. */
   signKey?: string;
+  /** --secureboot-key/--secureboot-cert/--secureboot-passphrase-file and $ACL_SECUREBOOT_PASSPHRASE. */
+  secureBoot?: SecureBootFlags;
   cacheDir?: string;
   /** Ignore cached stages (they are still refreshed). */
   noCache?: boolean;
@@ -88,9 +92,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
   // every missing host tool at once, then a key that cannot sign or an unknown kernel: now, not after the first stages
   await checkStages(BUILD_STAGES, spec);
-  const { signKey } = await preflight(spec, { signKey: opts.signKey });
+  const { signKey, secureBoot } = await preflight(spec, { signKey: opts.signKey, secureBoot: opts.secureBoot });
   const epoch = await resolveSourceDateEpoch(spec, opts.sourceDateEpoch);
-  const hostTools = await installedVersions([...TOOL_PACKAGES_RECORDED, ...stageRequirements(BUILD_STAGES, spec).map((q) => q.package)]);
+  // signing asked for by flags alone (no [secureboot]) needs sbsigntool and efitools as much
+  if (secureBoot) await checkRequirements(SECUREBOOT_REQUIREMENTS);
+  const hostTools = await installedVersions([
+    ...TOOL_PACKAGES_RECORDED,
+    ...(secureBoot ? SECUREBOOT_PACKAGES : []),
+    ...stageRequirements(BUILD_STAGES, spec).map((q) => q.package),
+  ]);
   const timings: StageTiming[] = [{ stage: "load spec", ms: Math.round(load.end()), cached: false }];
 
   await checkOutDir(outDir);
@@ -119,6 +129,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       aclVersion: ACL_VERSION,
       codeDigest: await codeDigest(),
       signKey,
+      secureBoot,
     };
     const { results, timings: staged } = await runStages(ctx, BUILD_STAGES);
     timings.push(...staged);

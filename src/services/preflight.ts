@@ -11,13 +11,62 @@ import { UserError } from "../errors.js";
 import { loadPrivateKey } from "../stages/release/sign.js";
 import { resolveKernelPackage } from "../stages/rootfs/kernel.js";
 import { updateKeyPem } from "../stages/rootfs/ab-node.js";
+import { loadSecureBootKeys, PASSPHRASE_ENV, type SecureBootKeys } from "../stages/boot/secureboot.js";
+import { readFile } from "node:fs/promises";
 
 export interface PreflightResult {
   /** The key the build signs with (flag or spec), when it signs. */
   signKey?: string;
+  /** The Secure Boot pair (flags or [secureboot]), loaded and checked, when the boot chain is signed. */
+  secureBoot?: SecureBootKeys;
 }
 
-export async function preflight(spec: Readonly<ImageSpec>, opts: { signKey?: string } = {}): Promise<PreflightResult> {
+/** Secure Boot inputs from the command line; each wins over its [secureboot] key. */
+export interface SecureBootFlags {
+  key?: string;
+  cert?: string;
+  passphraseFile?: string;
+  /** The value of $ACL_SECUREBOOT_PASSPHRASE (read by the command, not here). */
+  passphraseEnv?: string;
+}
+
+export interface PreflightOptions {
+  signKey?: string;
+  secureBoot?: SecureBootFlags;
+}
+
+async function readPassphrase(file: string, origin: string, specPath: string): Promise<string> {
+  try {
+    return (await readFile(file, "utf8")).split(/\r?\n/)[0]!;
+  } catch {
+    const flag = origin.startsWith("--");
+    throw new UserError(`${flag ? `${origin} ${file}` : `${specPath}: '${origin}' (${file})`}: cannot read the passphrase file`, { file: flag ? file : specPath, key: flag ? undefined : origin, hint: `give a readable file whose first line is the passphrase, or set ${PASSPHRASE_ENV}` });
+  }
+}
+
+export async function resolveSecureBoot(spec: Readonly<ImageSpec>, f: SecureBootFlags = {}): Promise<SecureBootKeys | undefined> {
+  const sb = spec.secureboot;
+  const fromSpec = (p: string | undefined) => (p ? resolveSpecPath(spec.specDir, p) : undefined);
+  const key = f.key ?? fromSpec(sb?.key);
+  const certificate = f.cert ?? fromSpec(sb?.certificate);
+  if (!key && !certificate) return undefined;
+  if (!key) throw new UserError("--secureboot-cert was given without a key", { hint: "pass --secureboot-key KEY too, or set [secureboot] key in the spec" });
+  if (!certificate) throw new UserError("--secureboot-key was given without a certificate", { hint: "pass --secureboot-cert CERT too, or set [secureboot] certificate in the spec" });
+  let passphrase = f.passphraseEnv;
+  if (f.passphraseFile) passphrase = await readPassphrase(f.passphraseFile, "--secureboot-passphrase-file", spec.specPath);
+  else if (sb?.passphrase_file && passphrase === undefined) passphrase = await readPassphrase(fromSpec(sb.passphrase_file)!, "secureboot.passphrase_file", spec.specPath);
+  return loadSecureBootKeys({
+    key,
+    certificate,
+    kekKey: fromSpec(sb?.kek_key),
+    kekCertificate: fromSpec(sb?.kek_certificate),
+    passphrase,
+    origin: { key: f.key ? "--secureboot-key" : "secureboot.key", certificate: f.cert ? "--secureboot-cert" : "secureboot.certificate" },
+    specPath: spec.specPath,
+  });
+}
+
+export async function preflight(spec: Readonly<ImageSpec>, opts: PreflightOptions = {}): Promise<PreflightResult> {
   const signKey = opts.signKey ?? (spec.signing ? resolveSpecPath(spec.specDir, spec.signing.key) : undefined);
   if (signKey) {
     try {
@@ -37,5 +86,6 @@ export async function preflight(spec: Readonly<ImageSpec>, opts: { signKey?: str
     if (e instanceof UserError) throw new UserError(`${spec.specPath}: 'kernel.package': ${e.message}`, { file: spec.specPath, key: "kernel.package", hint: e.hint });
     throw e;
   }
-  return { signKey };
+  const secureBoot = await resolveSecureBoot(spec, opts.secureBoot);
+  return { signKey, secureBoot };
 }

@@ -17,9 +17,10 @@ export interface SpecCheckResult {
   specDigest: string;
 }
 
-export async function checkSpec(path: string): Promise<SpecCheckResult> {
+/** `passphraseEnv`: $ACL_SECUREBOOT_PASSPHRASE, for a spec whose Secure Boot key is encrypted. */
+export async function checkSpec(path: string, opts: { passphraseEnv?: string } = {}): Promise<SpecCheckResult> {
   const s = await loadSpec(path);
-  await preflight(s);
+  await preflight(s, { secureBoot: { passphraseEnv: opts.passphraseEnv } });
   return {
     file: path,
     name: s.name,

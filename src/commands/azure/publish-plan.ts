@@ -5,7 +5,7 @@ import { azurePublishPlan, type PublishPlanResult } from "../../services/azure/p
 export default class AzurePublishPlan extends AclCommand<PublishPlanResult> {
   static override summary = "Write the ARM template and az script that publish a build";
   static override description =
-    "Write an ARM template and the equivalent az commands that upload a build's fixed VHD and create an Azure Compute Gallery image definition (Linux, Generalized, V2, Trusted Launch supported) and version";
+    "Write an ARM template and the equivalent az commands that upload a build's fixed VHD and create an Azure Compute Gallery image definition (Linux, Generalized, V2, Trusted Launch supported) and version; a Secure Boot signed image's version carries its db certificate in its UEFI settings";
 
   static override examples = [
     "<%= config.bin %> azure publish-plan out/container-host --gallery aclGallery --resource-group images-rg --location westeurope",
@@ -50,6 +50,11 @@ export default class AzurePublishPlan extends AclCommand<PublishPlanResult> {
     });
     if (!this.jsonEnabled()) {
       this.log(`Image definition ${r.imageDefinition}, version ${r.imageVersion}; VHD ${r.vhd.path} (${r.vhd.size} bytes) -> ${r.storageAccount}/${r.blobName}`);
+      this.log(
+        r.secureBootDb
+          ? `Secure Boot: the image version carries the image's db certificate ${r.secureBootDb.subject} (sha256 ${r.secureBootDb.sha256}) next to ${r.secureBootDb.signatureTemplate}; publish.sh creates the version by deploying azuredeploy.json`
+          : "Secure Boot: the image is not signed; the image version carries no db certificate of its own",
+      );
       this.log(`Wrote ${r.outDir}: ${r.files.join(", ")}`);
     }
     return r;

@@ -10,7 +10,7 @@ export default class SpecCheck extends AclCommand<SpecCheckResult> {
   static override args = { spec: Args.string({ description: "image spec (TOML)", required: true }) };
   async run() {
     const { args } = await this.parse(SpecCheck);
-    const r = await checkSpec(args.spec);
+    const r = await checkSpec(args.spec, { passphraseEnv: process.env.ACL_SECUREBOOT_PASSPHRASE });
     if (!this.jsonEnabled()) this.log(`${args.spec}: ok (${r.name} ${r.version}, ${r.microarch}, sources: ${r.sources.join(", ")})`);
     return r;
   }

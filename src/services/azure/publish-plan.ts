@@ -6,10 +6,18 @@
  * image version, for self-managed clusters (Cluster API on Azure, …) that
  * boot custom images. The VHD is checked (size, sha256, fixed-VHD footer,
  * whole MiB) before anything is written; the folder is published by rename.
+ *
+ * A Secure Boot signed image (`boot.secureBoot` in the manifest) gets its db
+ * certificate (the "secureboot-cert" artifact, DER) appended to the image
+ * version's UEFI db (`properties.securityProfile.uefiSettings`, Compute
+ * Gallery API 2022-08-03 and later), next to Microsoft's UEFI CA signature
+ * template. Microsoft documents UEFI keys for the REST API (so templates)
+ * only, not for `az sig image-version create`, so publish.sh then creates the
+ * version by deploying the template. An unsigned image's plan is unchanged.
  */
-import { createHash } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { chmod, mkdir, open, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { UserError } from "../../errors.js";
 import { canonicalJson, MANIFEST_FILE, readManifest, type Manifest } from "../../pipeline/manifest.js";
@@ -19,8 +27,31 @@ import type { Reporter } from "../../output/reporter.js";
 import { makeDir } from "../../util/fs.js";
 import { MiB as MIB } from "../../util/size.js";
 
-/** Microsoft.Compute/galleries API version used by the template. */
+/**
+ * Microsoft.Compute/galleries API version used by the template. It has the image version's
+ * `securityProfile.uefiSettings` (added in 2022-08-03; GalleryRP/stable/2023-07-03/gallery.json).
+ */
 export const GALLERY_API_VERSION = "2023-07-03";
+
+/**
+ * The signature template a signed image's version keeps next to its own db certificate: the
+ * Microsoft UEFI CA keys, the CA that signs the shim of common Linux distributions, so those
+ * boot chains still boot (Learn's "append keys to a signature template" scenario).
+ * "MicrosoftWindowsTemplate" is, by its name, for Windows; "NoSignatureTemplate" replaces all
+ * keys and needs a PK and KEK of our own.
+ */
+export const UEFI_SIGNATURE_TEMPLATE = "MicrosoftUefiCertificateAuthorityTemplate";
+
+/** The image's Secure Boot db certificate as the image version carries it. */
+export interface UefiDbCertificate {
+  /** The secureboot-cert artifact, relative to the output folder. */
+  path: string;
+  subject: string;
+  /** sha256 of the DER bytes. */
+  sha256: string;
+  /** base64 of the DER bytes: the value Azure takes for an x509 UEFI key. */
+  base64: string;
+}
 
 export interface PublishPlanOptions {
   /** Output folder of `acl build`. */
@@ -51,6 +82,8 @@ export interface PublishPlanResult {
   storageAccount: string;
   blobName: string;
   vhd: { path: string; size: number; sha256: string; virtualSize: number };
+  /** Set when the image is Secure Boot signed: the db certificate the image version carries. */
+  secureBootDb?: { path: string; subject: string; sha256: string; signatureTemplate: string };
 }
 
 function nameRule(value: string, re: RegExp, what: string, rule: string): void {
@@ -121,8 +154,78 @@ async function checkVhd(imageDir: string, m: Manifest) {
   return { path, relPath: art.path, size, sha256, virtualSize };
 }
 
-export function armTemplate(): Record<string, unknown> {
+/**
+ * Read and check the Secure Boot db certificate of a signed image (undefined when the manifest
+ * has no `boot.secureBoot`): the "secureboot-cert" artifact exists, has the manifest's size and
+ * sha256, is the certificate `boot.secureBoot` names and is a DER X.509 certificate.
+ */
+export async function readDbCertificate(imageDir: string, m: Manifest): Promise<UefiDbCertificate | undefined> {
+  const sb = m.boot?.secureBoot;
+  if (!sb) return undefined;
+  const mf = join(imageDir, MANIFEST_FILE);
+  const hint =
+    "rebuild the image with `acl build` and its Secure Boot key, so that the output folder holds the db certificate (secureboot/db.der) the manifest lists";
+  const arts = m.artifacts.filter((a) => a.kind === "secureboot-cert");
+  if (arts.length === 0) {
+    throw new UserError(
+      `${mf}: image '${m.name}' is Secure Boot signed but lists no secureboot-cert artifact (the db certificate, secureboot/db.der) (rule: secureboot-cert)`,
+      { file: mf, hint },
+    );
+  }
+  const art = arts.find((a) => a.sha256 === sb.certificate.sha256) ?? arts[0]!;
+  const path = resolve(imageDir, art.path);
+  let der: Buffer;
+  try {
+    der = await readFile(path);
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === "ENOENT" ? "is missing" : `cannot be read (${(e as Error).message})`;
+    throw new UserError(`${path}: the Secure Boot db certificate the manifest lists ${why} (rule: artifact-present)`, { file: path, hint });
+  }
+  const sha256 = createHash("sha256").update(der).digest("hex");
+  if (der.length !== art.size || sha256 !== art.sha256) {
+    throw new UserError(
+      `${path}: ${der.length} bytes with sha256 ${sha256}, the manifest says ${art.size} bytes with sha256 ${art.sha256} (rule: artifact-digest)`,
+      { file: path, hint },
+    );
+  }
+  if (sha256 !== sb.certificate.sha256) {
+    throw new UserError(
+      `${path}: sha256 ${sha256} is not the certificate the boot chain is signed with (boot.secureBoot.certificate.sha256 ${sb.certificate.sha256}) (rule: secureboot-cert)`,
+      { file: path, hint },
+    );
+  }
+  let parsed = false;
+  try {
+    parsed = der[0] === 0x30 && new X509Certificate(der).raw.equals(der);
+  } catch {
+    parsed = false;
+  }
+  if (!parsed) {
+    throw new UserError(`${path}: not a DER-encoded X.509 certificate (rule: secureboot-cert)`, { file: path, hint });
+  }
+  // the subject goes into comments of publish.sh and README.md: one line, no control characters
+  const subject = sb.certificate.subject.replace(/[\x00-\x1f\x7f]+/g, ", ");
+  return { path: art.path, subject, sha256, base64: der.toString("base64") };
+}
+
+/** `properties.securityProfile` of an image version whose UEFI db gets these certificates (base64 DER). */
+export function uefiSecurityProfile(dbCertificates: readonly string[]): Record<string, unknown> {
+  return {
+    uefiSettings: {
+      signatureTemplateNames: [UEFI_SIGNATURE_TEMPLATE],
+      additionalSignatures: { db: [{ type: "x509", value: [...dbCertificates] }] },
+    },
+  };
+}
+
+export interface ArmTemplateOptions {
+  /** base64 DER X.509 certificates appended to the image version's UEFI db (none: no securityProfile). */
+  dbCertificates?: readonly string[];
+}
+
+export function armTemplate(opts: ArmTemplateOptions = {}): Record<string, unknown> {
   const p = (name: string) => `[parameters('${name}')]`;
+  const db = opts.dbCertificates ?? [];
   return {
     $schema: "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
     contentVersion: "1.0.0.0",
@@ -185,6 +288,7 @@ export function armTemplate(): Record<string, unknown> {
               },
             },
           },
+          ...(db.length > 0 ? { securityProfile: uefiSecurityProfile(db) } : {}),
         },
       },
     ],
@@ -218,13 +322,37 @@ function azScript(o: {
   sku: string;
   tags: Record<string, string>;
   m: Manifest;
+  /** Signed image: the version is created by deploying azuredeploy.json, which carries this certificate. */
+  uefiDb?: UefiDbCertificate;
+  deployment: string;
 }): string {
   const tags = Object.entries(o.tags).map(([k, v]) => `${k}=${v}`);
+  const signed = o.uefiDb
+    ? [
+        "# The image is Secure Boot signed: its image version must carry the image's db certificate",
+        `# (${o.uefiDb.subject}, sha256 ${o.uefiDb.sha256}),`,
+        "# which azuredeploy.json holds in properties.securityProfile.uefiSettings. Microsoft documents UEFI keys",
+        "# for the REST API (templates) only, not for `az sig image-version create`, so the version is created",
+        "# by deploying azuredeploy.json (with azuredeploy.parameters.json, next to this script); the deployment",
+        "# also puts the gallery and the image definition as the template states them.",
+      ]
+    : [];
+  const versionCreate = o.uefiDb
+    ? [
+        '  change az deployment group create -g "$RG" -n ' + q(o.deployment) + ' --template-file "$HERE/azuredeploy.json" \\',
+        '    --parameters "@$HERE/azuredeploy.parameters.json" sourceVhdUri="$VHD_URI"',
+      ]
+    : [
+        '  change az sig image-version create -g "$RG" -r "$GALLERY" -i "$IMAGE_DEFINITION" -e "$IMAGE_VERSION" -l "$LOCATION" \\',
+        '    --os-vhd-uri "$VHD_URI" --os-vhd-storage-account "$STORAGE_ACCOUNT" --target-regions "$LOCATION=1=Standard_LRS" \\',
+        '    --tags "${TAGS[@]}"',
+      ];
   return [
     "#!/usr/bin/env bash",
     `# publish.sh: generated by \`acl azure publish-plan\` for ${o.m.name} ${o.m.version}.`,
     "# The az commands equivalent to azuredeploy.json: upload the fixed VHD as a page blob, then create the",
     "# Compute Gallery, the image definition (Linux, Generalized, V2, TrustedLaunchSupported) and the version.",
+    ...signed,
     "# Usage: ./publish.sh [--dry-run] [VHD]   (VHD defaults to the path in the build folder)",
     "# Safe to run again: each resource is looked up first and created only when missing.",
     "set -euo pipefail",
@@ -238,7 +366,7 @@ function azScript(o: {
     `CONTAINER=${q(o.container)}`,
     `BLOB=${q(o.blob)}`,
     `VHD_SHA256=${q(o.sha256)}`,
-    `TAGS=(${tags.map(q).join(" ")})`,
+    ...(o.uefiDb ? ['HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"'] : [`TAGS=(${tags.map(q).join(" ")})`]),
     "DRY_RUN=0",
     'VHD=""',
     "for arg in \"$@\"; do",
@@ -294,9 +422,7 @@ function azScript(o: {
     "  NEW_GALLERY=1",
     "fi",
     'if [ "$NEW_GALLERY" = 1 ] || ! lookup az sig image-version list -g "$RG" -r "$GALLERY" -i "$IMAGE_DEFINITION" --query "[?name==\'$IMAGE_VERSION\'].name" -o tsv; then',
-    '  change az sig image-version create -g "$RG" -r "$GALLERY" -i "$IMAGE_DEFINITION" -e "$IMAGE_VERSION" -l "$LOCATION" \\',
-    '    --os-vhd-uri "$VHD_URI" --os-vhd-storage-account "$STORAGE_ACCOUNT" --target-regions "$LOCATION=1=Standard_LRS" \\',
-    '    --tags "${TAGS[@]}"',
+    ...versionCreate,
     "else",
     '  log "image version $IMAGE_VERSION exists"',
     "fi",
@@ -324,6 +450,7 @@ export async function azurePublishPlan(o: PublishPlanOptions): Promise<PublishPl
   const container = o.container ?? "vhds";
   nameRule(container, /^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/, "--container", "3-63 lowercase letters, digits and single dashes");
   const vhd = await checkVhd(o.imageDir, m);
+  const uefiDb = await readDbCertificate(o.imageDir, m);
   const blob = `${def}-${version}.vhd`;
   const publisher = o.publisher ?? "acl";
   const offer = o.offer ?? m.name;
@@ -365,6 +492,8 @@ export async function azurePublishPlan(o: PublishPlanOptions): Promise<PublishPl
     sku,
     tags,
     m,
+    uefiDb,
+    deployment: `acl-${def}-${version}`.slice(0, 64).replace(/\.+$/, ""),
   });
   const readme = [
     `# Publish ${m.name} ${m.version} to Azure Compute Gallery ${o.gallery}`,
@@ -375,6 +504,17 @@ export async function azurePublishPlan(o: PublishPlanOptions): Promise<PublishPl
     "",
     "Or run `./publish.sh` (the same steps as az commands; `--dry-run` prints them).",
     `Image definition ${def}: Linux, Generalized, HyperVGeneration V2, SecurityType TrustedLaunchSupported; version ${version} in ${o.location}.`,
+    ...(uefiDb
+      ? [
+          "",
+          "The image is Secure Boot signed: its image version carries the image's db certificate",
+          `(${uefiDb.subject}, sha256 ${uefiDb.sha256}, from ${uefiDb.path})`,
+          `as an additional UEFI db signature, next to the signature template ${UEFI_SIGNATURE_TEMPLATE}`,
+          "(`properties.securityProfile.uefiSettings` in azuredeploy.json). Microsoft documents UEFI keys for the REST",
+          "API (templates) only, not for `az sig image-version create`, so `./publish.sh` creates the version by",
+          "deploying the template.",
+        ]
+      : []),
     "",
   ].join("\n");
 
@@ -389,7 +529,7 @@ export async function azurePublishPlan(o: PublishPlanOptions): Promise<PublishPl
   const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp-${process.pid}`);
   await rm(tmp, { recursive: true, force: true });
   const files = new Map<string, string>([
-    ["azuredeploy.json", canonicalJson(armTemplate())],
+    ["azuredeploy.json", canonicalJson(armTemplate({ dbCertificates: uefiDb ? [uefiDb.base64] : [] }))],
     ["azuredeploy.parameters.json", canonicalJson(parameters)],
     ["publish.sh", script],
     ["README.md", readme],
@@ -406,6 +546,11 @@ export async function azurePublishPlan(o: PublishPlanOptions): Promise<PublishPl
     throw e;
   }
   o.reporter?.info(`wrote ${files.size} files to ${outDir}`);
+  o.reporter?.info(
+    uefiDb
+      ? `image version ${version} carries the image's Secure Boot db certificate ${uefiDb.subject} (sha256 ${uefiDb.sha256}) next to ${UEFI_SIGNATURE_TEMPLATE}; publish.sh deploys azuredeploy.json for it`
+      : `image version ${version} carries no db certificate of its own: the image is not Secure Boot signed`,
+  );
   return {
     outDir,
     files: [...files.keys()].sort(),
@@ -414,5 +559,8 @@ export async function azurePublishPlan(o: PublishPlanOptions): Promise<PublishPl
     storageAccount: account,
     blobName: blob,
     vhd: { path: vhd.path, size: vhd.size, sha256: vhd.sha256, virtualSize: vhd.virtualSize },
+    ...(uefiDb
+      ? { secureBootDb: { path: uefiDb.path, subject: uefiDb.subject, sha256: uefiDb.sha256, signatureTemplate: UEFI_SIGNATURE_TEMPLATE } }
+      : {}),
   };
 }

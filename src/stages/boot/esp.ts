@@ -27,6 +27,9 @@ import { walk } from "../../util/fs.js";
 export const SYSTEMD_BOOT_EFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 export const UKI_STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
+/** The ESP's two copies of systemd-boot: the removable-media fallback firmware boots, and its own path. */
+export const ESP_LOADERS = ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"] as const;
+
 /** The boot loader and stub from systemd-boot-efi, objcopy to make UKIs. */
 export const ESP_REQUIREMENTS: readonly Requirement[] = [
   { file: SYSTEMD_BOOT_EFI, package: "systemd-boot-efi" },
@@ -72,6 +75,8 @@ export interface BuildEspOptions {
   extraCmdline?: string;
   osRelease: { name: string; version: string; microarch: string };
   sourceDateEpoch: number;
+  /** Secure Boot: sign an EFI binary in place (each boot loader copy, and each UKI before it is copied to the ESP). */
+  sign?: (file: string) => Promise<void>;
   reporter?: Reporter;
 }
 
@@ -167,8 +172,10 @@ export async function buildEsp(opts: BuildEspOptions): Promise<EspResult> {
   const st = opts.reporter?.stage("esp", `systemd-boot + ${opts.slots.length} UKI(s)`);
   const d = opts.espDir;
   for (const sub of ["EFI/BOOT", "EFI/systemd", "EFI/Linux", "loader"]) await mkdir(join(d, sub), { recursive: true });
-  await copyFile(SYSTEMD_BOOT_EFI, join(d, "EFI/BOOT/BOOTX64.EFI"));
-  await copyFile(SYSTEMD_BOOT_EFI, join(d, "EFI/systemd/systemd-bootx64.efi"));
+  for (const loader of ESP_LOADERS) {
+    await copyFile(SYSTEMD_BOOT_EFI, join(d, loader));
+    await opts.sign?.(join(d, loader));
+  }
   if (!opts.slots.some((s) => s.slot === opts.espSlot)) throw new UserError(`buildEsp: slot ${opts.espSlot} has no UKI to put on the ESP`);
   await writeFile(join(d, "loader/loader.conf"), loaderConf());
   await mkdir(opts.ukiDir, { recursive: true });
@@ -180,6 +187,7 @@ export async function buildEsp(opts: BuildEspOptions): Promise<EspResult> {
       const cmdline = slotCmdline(s, opts.extraCmdline);
       const path = join(opts.ukiDir, ukiFileName(s.slot));
       await buildUki({ out: path, vmlinuz: opts.vmlinuz, initramfs: opts.initramfs, cmdline, osrel: osReleaseText(opts.osRelease, s.slot), workDir: work, sourceDateEpoch: opts.sourceDateEpoch });
+      await opts.sign?.(path);
       ukis.push({ slot: s.slot, path, cmdline });
       if (s.slot === opts.espSlot) await copyFile(path, join(d, "EFI/Linux", ukiFileName(s.slot)));
     }

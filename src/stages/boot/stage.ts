@@ -13,7 +13,12 @@ import { formatMiB, MiB } from "../../util/size.js";
 import { USR_A_PARTUUID, USR_B_PARTUUID } from "../disk/layout.js";
 import { ROOTFS_TREE, ROOTFS_VMLINUZ, type RootfsMeta } from "../rootfs/stage.js";
 import type { UsrMeta } from "../usr/stage.js";
-import { buildEsp, ESP_REQUIREMENTS, SYSTEMD_BOOT_EFI } from "./esp.js";
+import { buildEsp, ESP_LOADERS, ESP_REQUIREMENTS, SYSTEMD_BOOT_EFI, ukiFileName } from "./esp.js";
+import { sbsign, SECUREBOOT_REQUIREMENTS } from "./secureboot.js";
+import { BOOTED_PHASES, extendPhases, predictUkiPcr11 } from "../../formats/pcr.js";
+import type { SlotBootInfo } from "../../pipeline/manifest.js";
+import { sha256Hex } from "../../util/hash.js";
+import { access, readFile } from "node:fs/promises";
 import { buildInitramfs, INITRAMFS_REQUIREMENTS } from "./initramfs.js";
 
 export interface BootOut {
@@ -27,11 +32,15 @@ export interface BootOut {
   ukis: Record<Slot, string>;
   /** Kernel modules in the initramfs. */
   modules: string[];
+  /** Per slot: the UKI's sha256 and size, and the PCR 11 values systemd-stub (and systemd-pcrphase) will measure. */
+  slots: Record<Slot, SlotBootInfo>;
+  /** ESP paths signed for Secure Boot (empty when unsigned). */
+  signed: string[];
 }
 
 export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; usr: StageResult<UsrMeta> }> = {
   name: "boot",
-  requires: () => [...INITRAMFS_REQUIREMENTS, ...ESP_REQUIREMENTS],
+  requires: (spec) => [...INITRAMFS_REQUIREMENTS, ...ESP_REQUIREMENTS, ...(spec.secureboot ? SECUREBOOT_REQUIREMENTS : [])],
   detail: (_ctx, { rootfs }) => `kernel ${rootfs.value.kernel.release}`,
   async run(ctx, { rootfs, usr }, io) {
     const { spec } = ctx;
@@ -63,13 +72,38 @@ export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; usr: S
       extraCmdline: spec.kernel.cmdline.join(" "),
       osRelease: { name: spec.name, version: spec.version, microarch: spec.microarch },
       sourceDateEpoch: ctx.epoch,
+      sign: ctx.secureBoot ? (f) => sbsign(f, ctx.secureBoot!, ctx.epoch) : undefined,
     });
     const ukis = Object.fromEntries(esp.ukis.map((u) => [u.slot, u.path])) as Record<Slot, string>;
     await checkEspRoom(spec.partitions.esp, (await stat(ukis.A)).size, spec.specPath);
-    return { vmlinuz, initramfs: initramfs.path, espDir, cmdline: esp.ukis.find((u) => u.slot === "A")!.cmdline, ukis, modules: initramfs.modules };
+    const phases = await pcrPhasesRun(join(rootfs.dir, ROOTFS_TREE), spec.init);
+    const slots = {} as Record<Slot, SlotBootInfo>;
+    for (const slot of ["A", "B"] as const) {
+      const bytes = await readFile(ukis[slot]);
+      const pcr11 = predictUkiPcr11(bytes);
+      slots[slot] = { uki: { sha256: sha256Hex(bytes), size: bytes.length }, pcr11, ...(phases ? { pcr11Ready: extendPhases(pcr11, BOOTED_PHASES) } : {}) };
+    }
+    const signed = ctx.secureBoot ? [...ESP_LOADERS, `EFI/Linux/${ukiFileName("A")}`, "update:uki-A", "update:uki-B"] : [];
+    return { vmlinuz, initramfs: initramfs.path, espDir, cmdline: esp.ukis.find((u) => u.slot === "A")!.cmdline, ukis, modules: initramfs.modules, slots, signed };
   },
-  note: (b) => `${b.modules.length} modules in the initramfs`,
+  note: (b) => `${b.modules.length} modules in the initramfs${b.signed.length ? `, ${b.signed.length} EFI binaries signed` : ""}`,
 };
+
+/** The libraries systemd-pcrphase 252 loads (dlopen) to reach the TPM; without them its --graceful run measures nothing. */
+export const PCRPHASE_LIBS = ["libtss2-esys.so.0", "libtss2-rc.so.0", "libtss2-mu.so.0"] as const;
+
+/**
+ * Will systemd-pcrphase extend PCR 11 with "sysinit" and "ready" on this
+ * image? Only under systemd, with its units and the TPM2 libraries present
+ * (our initramfs is not systemd, so the initrd phase words never happen).
+ */
+export async function pcrPhasesRun(tree: string, init: string): Promise<boolean> {
+  if (init !== "systemd") return false;
+  const exists = (p: string) => access(join(tree, p)).then(() => true, () => false);
+  if (!(await exists("usr/lib/systemd/system/sysinit.target.wants/systemd-pcrphase.service"))) return false;
+  for (const lib of PCRPHASE_LIBS) if (!(await exists(`usr/lib/x86_64-linux-gnu/${lib}`))) return false;
+  return true;
+}
 
 /**
  * An update writes the new UKI before the old one of that slot is gone only

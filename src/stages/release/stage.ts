@@ -10,7 +10,7 @@ import { copyFile, rename, stat, writeFile, constants as fsConstants } from "nod
 import { basename, join, relative } from "node:path";
 import { checkoutTop } from "../../adapters/git.js";
 import { canonicalJson } from "../../formats/canonical-json.js";
-import { MANIFEST_FILE, parseManifest, type Artifact, type Manifest } from "../../pipeline/manifest.js";
+import { MANIFEST_FILE, parseManifest, type Artifact, type Manifest, type SecureBootInfo } from "../../pipeline/manifest.js";
 import type { BuildContext, Stage, StageResult } from "../../pipeline/stage.js";
 import { sha256Files } from "../../util/hash.js";
 import type { BootOut } from "../boot/stage.js";
@@ -19,6 +19,14 @@ import { ROOTFS_SBOM, type RootfsMeta } from "../rootfs/stage.js";
 import { USR_IMAGE, type UsrMeta } from "../usr/stage.js";
 import { payloadName, writeUpdatePayload } from "./payload.js";
 import { signOutput } from "./sign.js";
+import { certSha256, writeEnrollment } from "../boot/secureboot.js";
+import { mkdir } from "node:fs/promises";
+
+/** Recorded too when the boot chain is signed. */
+export const SECUREBOOT_PACKAGES = ["sbsigntool", "efitools", "faketime"] as const;
+
+/** Folder of the output with the Secure Boot enrollment material. */
+export const SECUREBOOT_DIR = "secureboot";
 
 /** Debian packages whose tools shape the outputs: their versions go into the manifest and provenance. */
 export const TOOL_PACKAGES_RECORDED = [
@@ -75,12 +83,28 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
     ...disk.value.files.map((f) => ({ path: basename(f.path), kind: f.kind })),
     { path: "sbom.spdx.json", kind: "sbom" },
   ];
+  let secureBoot: SecureBootInfo | undefined;
+  const sb = ctx.secureBoot;
+  if (sb) {
+    // what a user enrolls in firmware's db: never the private key
+    const dir = join(staging, SECUREBOOT_DIR);
+    await mkdir(dir);
+    const e = await writeEnrollment(dir, sb, ctx.epoch);
+    listed.push({ path: `${SECUREBOOT_DIR}/db.der`, kind: "secureboot-cert" }, { path: `${SECUREBOOT_DIR}/db.esl`, kind: "efi-signature-list" });
+    if (e.auth) listed.push({ path: `${SECUREBOOT_DIR}/db.auth`, kind: "efi-auth" });
+    secureBoot = {
+      certificate: { subject: sb.cert.subject.replace(/\n/g, ", "), sha256: certSha256(sb.cert), notAfter: new Date(sb.cert.validTo).toISOString() },
+      signed: boot.value.signed,
+      ownerGuid: e.ownerGuid,
+      ...(sb.kek ? { kek: sb.kek.cert.subject.replace(/\n/g, ", ") } : {}),
+    };
+  }
   const digests = await sha256Files(listed.map((a) => join(staging, a.path)));
   const artifacts: Artifact[] = [{ path: USR_IMAGE, kind: "usr-image", size: usrBytes, sha256: usr.value.imageSha256 }];
   for (const [i, a] of listed.entries()) artifacts.push({ ...a, size: (await stat(join(staging, a.path))).size, sha256: digests[i]! });
   artifacts.sort((a, b) => a.path.localeCompare(b.path));
   const recorded: Record<string, string> = {};
-  for (const p of TOOL_PACKAGES_RECORDED) if (ctx.hostTools[p]) recorded[p] = ctx.hostTools[p]!;
+  for (const p of [...TOOL_PACKAGES_RECORDED, ...(sb ? SECUREBOOT_PACKAGES : [])]) if (ctx.hostTools[p]) recorded[p] = ctx.hostTools[p]!;
   const m: Manifest = parseManifest({
     schemaVersion: 1,
     name: spec.name,
@@ -98,6 +122,7 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
     isa: meta.isa,
     kernel: { package: meta.kernel.pkg, version: meta.kernel.version, release: meta.kernel.release, cmdline: boot.value.cmdline },
     disk: disk.value.disk,
+    boot: { slots: boot.value.slots, ...(secureBoot ? { secureBoot } : {}) },
     aks: spec.aks
       ? { osSku: spec.aks.os_sku, nodeImageVersion: spec.aks.node_image_version, minKubernetesVersion: spec.aks.min_kubernetes_version }
       : undefined,
