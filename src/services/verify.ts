@@ -19,6 +19,7 @@ import { keyId, keyTypeOf, KeyTypeError, verifyBytes, type KeyType } from "../fo
 import { PROVENANCE_FILE, PUBLIC_KEY_FILE, SIGNATURE_FILE } from "../stages/release/sign.js";
 import { sha256File, sha256Hex } from "../util/hash.js";
 import { silentReporter, type Reporter } from "../output/reporter.js";
+import { verifyBootChain } from "./verify-boot.js";
 
 export interface VerifyOptions {
   outDir: string;
@@ -232,7 +233,10 @@ export async function verifyOutput(opts: VerifyOptions): Promise<VerifyResult> {
     }
   }
 
-  // 6. the public key shipped in the output is the trusted one (it is informational, but must not mislead)
+  // 6. the boot chain: UKIs, predicted PCR 11 values, Secure Boot signatures
+  if (manifest) await verifyBootChain(outDir, manifest, add);
+
+  // 7. the public key shipped in the output is the trusted one (it is informational, but must not mislead)
   const pubBytes = await readOptional(join(outDir, PUBLIC_KEY_FILE));
   let shippedId: string | undefined;
   if (!pubBytes) add("public-key", false, `${PUBLIC_KEY_FILE} is missing`, PUBLIC_KEY_FILE);

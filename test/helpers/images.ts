@@ -44,18 +44,19 @@ async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /** Build images/NAME.toml (or another spec) once per spec content, extra arguments and acl build; returns the output folder. */
-export async function builtImage(name: string, spec = `images/${name}.toml`, opts: { signKey?: string } = {}): Promise<string> {
+export async function builtImage(name: string, spec = `images/${name}.toml`, opts: { signKey?: string; args?: string[]; env?: Record<string, string> } = {}): Promise<string> {
   return withLock(name, async () => {
     const out = join(TEST_OUT, name);
-    const extra = opts.signKey ? ["--sign-key", opts.signKey] : [];
+    const extra = [...(opts.signKey ? ["--sign-key", opts.signKey] : []), ...(opts.args ?? [])];
     // the spec, the signing key and acl itself (compiled code and data files): a changed acl rebuilds
     const h = createHash("sha256").update(await readFile(join(REPO, spec))).update(await treeDigest(join(REPO, "dist"))).update(await treeDigest(join(REPO, "data")));
     if (opts.signKey) h.update(await readFile(opts.signKey));
+    h.update(JSON.stringify([opts.args ?? [], opts.env ?? {}]));
     const key = h.digest("hex");
     const marker = join(TEST_OUT, `.${name}.built`);
     const built = await readFile(marker, "utf8").catch(() => "");
     if (built === key && process.env.ACL_TEST_REBUILD !== "1" && (await stat(join(out, "manifest.json")).catch(() => undefined))) return out;
-    const r = await acl(["build", spec, "--out", out, ...extra], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
+    const r = await acl(["build", spec, "--out", out, ...extra], { env: { SOURCE_DATE_EPOCH: "1700000000", ...opts.env } });
     if (r.exitCode !== 0) throw new Error(`acl build ${spec} failed (${r.exitCode}):\n${r.stderr.slice(-4000)}`);
     await writeFile(marker, key);
     return out;
@@ -89,4 +90,15 @@ export async function abImage(which: "1.0.0" | "1.1.0" | "1.2.0" | "bad-health" 
     "systemd-1.1.0": "test/fixtures/specs/ab/plain-systemd-1.1.0.toml",
   };
   return builtImage(`ab-${which.startsWith("systemd") ? "plain-" : "minimal-"}${which}`, specs[which], { signKey: key });
+}
+
+/** Debian's OVMF test key pair (PK, KEK and db of OVMF_VARS_4M.snakeoil.fd); its passphrase is "snakeoil". */
+export const SNAKEOIL = { key: "/usr/share/ovmf/PkKek-1-snakeoil.key", cert: "/usr/share/ovmf/PkKek-1-snakeoil.pem", passphrase: "snakeoil" } as const;
+
+/** minimal, Secure Boot signed with the snakeoil key (passphrase from the environment, as users give it). */
+export function secureBootMinimal(): Promise<string> {
+  return builtImage("minimal-secureboot", "images/minimal.toml", {
+    args: ["--secureboot-key", SNAKEOIL.key, "--secureboot-cert", SNAKEOIL.cert],
+    env: { ACL_SECUREBOOT_PASSPHRASE: SNAKEOIL.passphrase },
+  });
 }
