@@ -11,7 +11,20 @@ import type { ImageSpec } from "../config/spec.js";
 import type { Requirement } from "../adapters/exec.js";
 import type { Reporter, StageHandle } from "../output/reporter.js";
 import type { StageCache } from "./cache.js";
-import type { SecureBootKeys } from "../stages/boot/secureboot.js";
+import type { X509Certificate } from "node:crypto";
+
+/** A Secure Boot key and its certificate, checked to belong together. */
+export interface SigningPair {
+  /** The private key, decrypted, as PKCS#8 PEM: memory only, piped to the signing tools. */
+  keyPem: Buffer;
+  certPath: string;
+  cert: X509Certificate;
+}
+
+/** The db signing pair, and the KEK pair that signs the db update (.auth) when given. */
+export interface SecureBootKeys extends SigningPair {
+  kek?: SigningPair;
+}
 
 export interface BuildContext {
   readonly spec: Readonly<ImageSpec>;

@@ -95,9 +95,11 @@ export async function abImage(which: "1.0.0" | "1.1.0" | "1.2.0" | "bad-health" 
 /** Debian's OVMF test key pair (PK, KEK and db of OVMF_VARS_4M.snakeoil.fd); its passphrase is "snakeoil". */
 export const SNAKEOIL = { key: "/usr/share/ovmf/PkKek-1-snakeoil.key", cert: "/usr/share/ovmf/PkKek-1-snakeoil.pem", passphrase: "snakeoil" } as const;
 
-/** minimal, Secure Boot signed with the snakeoil key (passphrase from the environment, as users give it). */
-export function secureBootMinimal(): Promise<string> {
+/** minimal, Secure Boot signed with the snakeoil key (passphrase from the environment, as users give it), and signed with the test key. */
+export async function secureBootMinimal(): Promise<string> {
+  const { key } = await testSigningKeys();
   return builtImage("minimal-secureboot", "images/minimal.toml", {
+    signKey: key,
     args: ["--secureboot-key", SNAKEOIL.key, "--secureboot-cert", SNAKEOIL.cert],
     env: { ACL_SECUREBOOT_PASSPHRASE: SNAKEOIL.passphrase },
   });

@@ -20,23 +20,14 @@ import { join } from "node:path";
 import { run, tools, type Requirement } from "../../adapters/exec.js";
 import { UserError } from "../../errors.js";
 import { deriveUuid } from "../../formats/verity.js";
+import type { SecureBootKeys, SigningPair } from "../../pipeline/stage.js";
 
 export const SECUREBOOT_REQUIREMENTS: readonly Requirement[] = tools("sbsign", "sbverify", "faketime", "cert-to-efi-sig-list", "sign-efi-sig-list");
 
 /** Environment variable that holds the passphrase of an encrypted Secure Boot key. */
 export const PASSPHRASE_ENV = "ACL_SECUREBOOT_PASSPHRASE";
 
-export interface SigningPair {
-  /** The private key, decrypted, as PKCS#8 PEM (memory only). */
-  keyPem: Buffer;
-  certPath: string;
-  cert: X509Certificate;
-}
-
-export interface SecureBootKeys extends SigningPair {
-  /** KEK pair that signs the db update (.auth), when given. */
-  kek?: SigningPair;
-}
+export type { SecureBootKeys, SigningPair };
 
 export interface SecureBootSources {
   key: string;
