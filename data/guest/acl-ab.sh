@@ -10,6 +10,8 @@
 #                   successful) to what the ESP's entries say
 #   acl-ab boot     health, then bless (busybox images run this from inittab)
 #   acl-ab vercmp A B   -1, 0 or 1: systemd's version order, as the updater compares
+#   acl-ab pe-signed FILE OFFSET   exit 0 when the PE image at OFFSET of FILE carries an
+#                   Authenticode certificate table (what the updater checks under Secure Boot)
 #   acl-ab apply PAYLOAD [--tries N] [--allow-downgrade]
 #                   (also installed as /usr/lib/acl/acl-update) verify a signed update
 #                   payload with the key baked into the image, write the idle slot,
@@ -220,6 +222,23 @@ range_() { # file off len
 sha_() { openssl_ dgst -sha256 -r | cut -d' ' -f1; }
 # unsigned big-endian 32-bit integer at byte $2 of file $1
 u32_() { range_ "$1" "$2" 4 | od -An -tu1 | awk '{ print ((($1 * 256 + $2) * 256 + $3) * 256 + $4) }'; }
+# unsigned little-endian 32-bit integer at byte $2 of file $1
+u32le_() { range_ "$1" "$2" 4 | od -An -tu1 | awk '{ print ((($4 * 256 + $3) * 256 + $2) * 256 + $1) }'; }
+u16le_() { range_ "$1" "$2" 2 | od -An -tu1 | awk '{ print $2 * 256 + $1 }'; }
+# is the PE32+ image at byte $2 of file $1 signed (data directory 4, the certificate table, non-empty)?
+pe_signed_() {
+  [ "$(range_ "$1" "$2" 2)" = MZ ] || return 1
+  pe=$(( $2 + $(u32le_ "$1" $(( $2 + 60 ))) ))
+  [ "$(range_ "$1" "$pe" 4 | od -An -tx1 | tr -d ' ')" = 50450000 ] || return 1
+  [ "$(u16le_ "$1" $(( pe + 24 )))" = 523 ] || return 1 # 0x20b: PE32+
+  [ "$(u32le_ "$1" $(( pe + 24 + 108 )))" -gt 4 ] || return 1 # NumberOfRvaAndSizes reaches entry 4
+  [ "$(u32le_ "$1" $(( pe + 24 + 148 )))" -gt 0 ]
+}
+# the firmware enforces Secure Boot (the SecureBoot variable: 4 attribute bytes, then 1)
+secure_boot_on() {
+  f="$EFIVARS/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+  [ -r "$f" ] && [ "$(range_ "$f" 4 1 | od -An -tu1 | tr -d ' ')" = 1 ]
+}
 json_str() { grep -o "\"$1\":\"[^\"]*\"" | head -n 1 | sed 's/.*:"\(.*\)"/\1/'; }
 json_num() { grep -o "\"$1\":[0-9]*" | head -n 1 | sed 's/.*://'; }
 # section NAME of the metadata in $meta: sets s_off, s_sha, s_size
@@ -381,6 +400,10 @@ cmd_apply() {
   [ "$usr_size" -le "$slot_bytes" ] || die "refused: the new /usr is $usr_size bytes, USR-$target holds $slot_bytes"
   sect "uki-$target"
   uki_off=$s_off uki_sha=$s_sha uki_size=$s_size
+  # under Secure Boot the firmware starts only signed UKIs: an unsigned one would leave the node stopped in its firmware
+  if secure_boot_on && ! pe_signed_ "$file" "$uki_off"; then
+    die "refused: this node boots with Secure Boot on and the payload's UKI for slot $target is not signed (build the update with --secureboot-key and --secureboot-cert)"
+  fi
   say "payload ok: $name $version ($level) for slot $target; writing"
 
   # 1. the target slot holds nothing bootable while it is written
@@ -416,6 +439,7 @@ cmd_apply() {
 case "${1:-}" in
   apply) shift; cmd_apply "$@" ;;
   vercmp) vercmp "${2:-}" "${3:-}" ;;
+  pe-signed) pe_signed_ "${2:?usage: acl-ab pe-signed FILE OFFSET}" "${3:-0}" ;;
   health) cmd_health ;;
   bless) cmd_bless ;;
   sync) cmd_sync ;;

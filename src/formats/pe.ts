@@ -97,3 +97,31 @@ export function peSectionData(b: Uint8Array, name: string): Buffer | undefined {
   if (s.rawOffset + len > b.length) throw new PeFormatError(`PE section ${name} runs past the end of the file`);
   return Buffer.from(b.subarray(s.rawOffset, s.rawOffset + len));
 }
+
+/** Optional header magic of PE32+ (x86-64 EFI binaries); PE32 is 0x10b. */
+export const PE32PLUS_MAGIC = 0x20b;
+/** Data directory 4 (IMAGE_DIRECTORY_ENTRY_SECURITY): the Authenticode certificate table. */
+const SECURITY_DIRECTORY = 4;
+
+/**
+ * The Authenticode certificate table (a file offset and size, as data
+ * directory 4 holds them), or undefined for an unsigned image. sbsign
+ * appends the table after the last section and fills this entry.
+ */
+export function peCertificateTable(b: Uint8Array): { offset: number; size: number } | undefined {
+  const pe = peOffset(b);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const opt = pe + OPTIONAL_HEADER_OFFSET;
+  const magic = v.getUint16(opt, true);
+  const dirs = opt + (magic === PE32PLUS_MAGIC ? 112 : magic === 0x10b ? 96 : -1);
+  if (dirs < opt) throw new PeFormatError(`unknown optional header magic 0x${magic.toString(16)}`);
+  const count = v.getUint32(dirs - 4, true); // NumberOfRvaAndSizes
+  if (count <= SECURITY_DIRECTORY) return undefined;
+  const at = dirs + SECURITY_DIRECTORY * 8;
+  if (at + 8 > b.length) throw new PeFormatError("PE data directories run past the end of the file");
+  const offset = v.getUint32(at, true);
+  const size = v.getUint32(at + 4, true);
+  if (size === 0) return undefined;
+  if (offset + size > b.length) throw new PeFormatError(`the certificate table (${size} bytes at ${offset}) runs past the end of the file`);
+  return { offset, size };
+}

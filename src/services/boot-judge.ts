@@ -85,7 +85,8 @@ export function parseConsole(lines: readonly { ms: number; text: string }[]): Co
     const sb = /\bsecureboot: (.*)$/.exec(text);
     if (sb && !f.secureBoot) f.secureBoot = sb[1]!.trim();
     if (c?.[1] === "secureboot" && !f.secureBoot && !/not reported/.test(c[3] ?? "")) f.secureBoot = (c[3] ?? "").trim();
-    if (!f.firmwareRefusal && /(BdsDxe: failed to (?:load|start)|Error loading) .*: (?:Access Denied|Security Violation)/i.test(text)) f.firmwareRefusal = text.trim();
+    // the firmware's refusal of one of the disk's images; OVMF also refuses its own EFI shell (from Fv(…)) under Secure Boot, which proves nothing
+    if (!f.firmwareRefusal && /(BdsDxe: failed to (?:load|start)|Error loading) .*: (?:Access Denied|Security Violation)/i.test(text) && !/ from Fv\(|"EFI Internal Shell"/.test(text)) f.firmwareRefusal = text.trim();
     if (/EFI stub: |Linux version \S+/.test(text)) f.kernelStarted = true;
     const r = /acl: this image requires (\S+); this CPU lacks:\s*(.*)$/.exec(text);
     if (r) f.refusal = { level: r[1]!, missing: r[2]!.trim().split(/\s+/).filter(Boolean) };

@@ -90,7 +90,8 @@ export function planRuns(opts: {
   const runs: PlannedRun[] = [];
   const meets = (c: CpuModel) => microarchRank(c.level) >= microarchRank(opts.imageLevel);
   if (opts.secureBoot || opts.tpm) {
-    const cpu = opts.cpus?.find(meets) ?? opts.defaults.at;
+    // chosen CPUs all below the image's level give no run (the caller says so), rather than a silent default
+    const cpu = opts.cpus ? opts.cpus.find(meets) : opts.defaults.at;
     if (!cpu) return runs;
     for (const bc of opts.cases) {
       if (bc.meta.kind === "uki-tamper" && opts.secureBoot) runs.push({ id: `${bc.name}-${cpu.name}-uefi-sb`, bootCase: bc, cpu, firmware: "uefi", expected: "refuse-signature" });

@@ -52,7 +52,8 @@ export async function resolveSecureBoot(spec: Readonly<ImageSpec>, f: SecureBoot
   if (!key && !certificate) return undefined;
   if (!key) throw new UserError("--secureboot-cert was given without a key", { hint: "pass --secureboot-key KEY too, or set [secureboot] key in the spec" });
   if (!certificate) throw new UserError("--secureboot-key was given without a certificate", { hint: "pass --secureboot-cert CERT too, or set [secureboot] certificate in the spec" });
-  let passphrase = f.passphraseEnv;
+  // an empty $ACL_SECUREBOOT_PASSPHRASE counts as unset
+  let passphrase = f.passphraseEnv || undefined;
   if (f.passphraseFile) passphrase = await readPassphrase(f.passphraseFile, "--secureboot-passphrase-file", spec.specPath);
   else if (sb?.passphrase_file && passphrase === undefined) passphrase = await readPassphrase(fromSpec(sb.passphrase_file)!, "secureboot.passphrase_file", spec.specPath);
   return loadSecureBootKeys({

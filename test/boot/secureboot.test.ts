@@ -16,9 +16,9 @@ import { FatImage } from "../../src/adapters/fat.js";
 import { readManifest, type Manifest } from "../../src/pipeline/manifest.js";
 import { decodeUpdateHeader } from "../../src/formats/update-payload.js";
 import { readFileRange } from "../../src/util/fs.js";
-import { sha256Hex } from "../../src/util/hash.js";
+import { sha256File, sha256Hex } from "../../src/util/hash.js";
 import { acl } from "../helpers/cli.js";
-import { builtImage, secureBootMinimal, SNAKEOIL, TEST_OUT, testSigningKeys } from "../helpers/images.js";
+import { abImage, builtImage, secureBootMinimal, SNAKEOIL, TEST_OUT, testSigningKeys } from "../helpers/images.js";
 
 const MEASURE = "/lib/systemd/systemd-measure";
 const ESP_FILES = ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi", "EFI/Linux/acl-A.efi"];
@@ -182,6 +182,28 @@ describe("Secure Boot signing and measured boot (minimal, snakeoil test key)", (
     expect(tamper).toMatchObject({ expected: "refuse-signature", passed: true });
     expect(tamper.reason).toMatch(/Error loading \\EFI\\Linux\\acl-A\.efi: Access Denied/);
   }, 25 * 60_000);
+
+  it("acl update apply refuses an unsigned update on a Secure Boot signed disk (its bytes unchanged); a signed update installs a signed UKI", async () => {
+    const disk = join(work, "update-disk.raw");
+    await execa("cp", ["--sparse=always", join(out, "disk.raw"), disk]);
+    const before = (await sha256File(disk)).sha256;
+    const unsigned = await abImage("1.1.0");
+    const r = await acl(["update", "apply", disk, join(unsigned, "minimal-1.1.0.update"), "--key", pub]);
+    expect(r.exitCode, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/boot loader is Secure Boot signed, but the payload's UKI for slot B is not/);
+    expect(r.stderr).toMatch(/--secureboot-key/);
+    expect((await sha256File(disk)).sha256).toBe(before);
+    const signed = await secureBootMinimal("1.1.0");
+    const ok = await acl(["update", "apply", disk, join(signed, "minimal-1.1.0.update"), "--key", pub, "--json"]);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ slot: "B", entry: "acl-B+3-0.efi" });
+    const esp = m.disk!.partitions.find((p) => p.label === "EFI-SYSTEM")!;
+    const entry = join(work, "installed-B.efi");
+    await writeFile(entry, await new FatImage(disk, esp.firstLba * m.disk!.sectorSize).read("EFI/Linux/acl-B+3-0.efi"));
+    const v = await execa("sbverify", ["--cert", SNAKEOIL.cert, entry], { reject: false });
+    expect(v.exitCode, v.stderr).toBe(0);
+    expect(sha256Hex(await readFile(entry))).toBe((await readManifest(signed)).boot!.slots.B.uki.sha256);
+  }, 20 * 60_000);
 
   it("the firmware refuses the unsigned image before it starts", async () => {
     const plain = await builtImage("minimal");

@@ -3,7 +3,7 @@ import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { peChecksum, readPeTimestamp, withPeTimestamp, PeFormatError } from "../../src/formats/pe.js";
+import { peCertificateTable, peChecksum, readPeTimestamp, withPeTimestamp, PeFormatError } from "../../src/formats/pe.js";
 
 const SD_BOOT = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
@@ -53,3 +53,47 @@ describe("PE timestamp and checksum", () => {
     expect(parseInt(sum, 16)).toBe(peChecksum(await readFile(f)));
   });
 });
+
+describe("PE certificate table (Authenticode, data directory 4)", () => {
+  it("golden bytes: offset and size at the optional header + 144 of a PE32+ image; none when the size is 0 or the directory is absent", () => {
+    const b = tinyPe();
+    expect(peCertificateTable(b)).toBeUndefined(); // NumberOfRvaAndSizes 0
+    b.writeUInt32LE(16, 0x98 + 108);
+    expect(peCertificateTable(b)).toBeUndefined(); // size 0
+    b.writeUInt32LE(0x100, 0x98 + 144);
+    b.writeUInt32LE(0x80, 0x98 + 148);
+    expect(peCertificateTable(b)).toEqual({ offset: 0x100, size: 0x80 });
+    b.writeUInt32LE(0x1000, 0x98 + 148);
+    expect(() => peCertificateTable(b)).toThrow(/runs past the end/);
+  });
+
+  it("systemd-boot as Debian ships it is unsigned; sbsign's output has a table that sbattach detaches", async () => {
+    expect(peCertificateTable(await readFile(SD_BOOT))).toBeUndefined();
+    const d = await mkdtemp(join(tmpdir(), "acl-pe-sig-"));
+    const key = join(d, "k.pem");
+    const crt = join(d, "c.pem");
+    await execa("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-subj", "/CN=acl pe test", "-days", "1"]);
+    await execa("sbsign", ["--key", key, "--cert", crt, "--output", join(d, "s.efi"), SD_BOOT]);
+    const signed = await readFile(join(d, "s.efi"));
+    const t = peCertificateTable(signed)!;
+    expect(t.offset + t.size).toBe(signed.length);
+    // WIN_CERTIFICATE: dwLength, wRevision 0x0200, wCertificateType 0x0002 (PKCS#7 SignedData)
+    expect(signed.readUInt32LE(t.offset)).toBeLessThanOrEqual(t.size);
+    expect(signed.readUInt16LE(t.offset + 4)).toBe(0x0200);
+    expect(signed.readUInt16LE(t.offset + 6)).toBe(0x0002);
+    await execa("sbattach", ["--detach", join(d, "sig.p7"), join(d, "s.efi")]);
+    const p7 = await readFile(join(d, "sig.p7"));
+    expect(Buffer.compare(p7, signed.subarray(t.offset + 8, t.offset + 8 + p7.length))).toBe(0);
+    // and the on-node updater's shell reading of the same field agrees
+    for (const [f, want] of [[join(d, "s.efi"), 0], [SD_BOOT, 1]] as const) {
+      const r = await execa("busybox", ["sh", "data/guest/acl-ab.sh", "pe-signed", f, "0"], { reject: false });
+      expect(r.exitCode, r.stderr).toBe(want);
+    }
+    // inside a bigger file at an offset, as the UKI sits in an update payload
+    const wrapped = Buffer.concat([Buffer.alloc(8192, 0), signed, Buffer.alloc(100)]);
+    await writeFile(join(d, "wrapped"), wrapped);
+    const r = await execa("busybox", ["sh", "data/guest/acl-ab.sh", "pe-signed", join(d, "wrapped"), "8192"], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+  });
+});
+

@@ -96,9 +96,10 @@ export async function abImage(which: "1.0.0" | "1.1.0" | "1.2.0" | "bad-health" 
 export const SNAKEOIL = { key: "/usr/share/ovmf/PkKek-1-snakeoil.key", cert: "/usr/share/ovmf/PkKek-1-snakeoil.pem", passphrase: "snakeoil" } as const;
 
 /** minimal, Secure Boot signed with the snakeoil key (passphrase from the environment, as users give it), and signed with the test key. */
-export async function secureBootMinimal(): Promise<string> {
+export async function secureBootMinimal(version: "1.0.0" | "1.1.0" = "1.0.0"): Promise<string> {
   const { key } = await testSigningKeys();
-  return builtImage("minimal-secureboot", "images/minimal.toml", {
+  const spec = version === "1.0.0" ? "images/minimal.toml" : "test/fixtures/specs/ab/minimal-1.1.0.toml";
+  return builtImage(version === "1.0.0" ? "minimal-secureboot" : "minimal-secureboot-1.1.0", spec, {
     signKey: key,
     args: ["--secureboot-key", SNAKEOIL.key, "--secureboot-cert", SNAKEOIL.cert],
     env: { ACL_SECUREBOOT_PASSPHRASE: SNAKEOIL.passphrase },

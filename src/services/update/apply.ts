@@ -38,6 +38,8 @@ import { microarchRank } from "../../formats/microarch.js";
 import { decodeSuperblock, rootDigest, topBlockRange, VERITY_SUPERBLOCK_SIZE } from "../../formats/verity.js";
 import { readFileRange, readRange } from "../../util/fs.js";
 import { formatMiB, MiB } from "../../util/size.js";
+import { peCertificateTable } from "../../formats/pe.js";
+import { ESP_LOADERS } from "../../stages/boot/esp.js";
 import { describeUki, readBootState, USR_LABELS, type BootState, type EntryInfo } from "./state.js";
 import { rangeSha256, verifyPayload, type VerifiedPayload } from "./payload.js";
 
@@ -120,6 +122,21 @@ async function writeRange(disk: string, offset: number, src: string, start: numb
   }
 }
 
+/**
+ * A disk whose boot loader is Secure Boot signed runs where firmware checks
+ * signatures: an unsigned UKI would not be started there, and the node would
+ * stop in its firmware rather than fall back. Refuse it before any write.
+ */
+async function checkSecureBootReady(fat: FatImage, ukiBytes: Uint8Array, target: Slot, opts: { disk: string; payload: string }): Promise<void> {
+  const loader = await fat.read(ESP_LOADERS[0]).catch(() => undefined);
+  if (!loader || !peCertificateTable(loader)) return;
+  if (peCertificateTable(ukiBytes)) return;
+  throw new UserError(`update refused: the disk's boot loader is Secure Boot signed, but the payload's UKI for slot ${target} is not; firmware with Secure Boot on would refuse to start it; ${opts.disk} was not changed`, {
+    file: opts.payload,
+    hint: "build the update with --secureboot-key and --secureboot-cert (or [secureboot] in the spec)",
+  });
+}
+
 /** The verity top block at the slot's hash offset must digest to the root hash the UKI names. */
 async function checkVerityRoot(disk: string, slotOffset: number, p: VerifiedPayload): Promise<void> {
   const v = p.meta.verity;
@@ -171,6 +188,7 @@ export async function applyUpdate(opts: ApplyOptions): Promise<ApplyResult> {
     if (createHash("sha256").update(ukiBytes).digest("hex") !== uki.sha256)
       throw new UserError(`update refused: ${opts.payload} changed while it was being applied; ${opts.disk} was not changed`, { file: opts.payload });
     const d = describeUki(ukiBytes, { A: state.slots.A.partition.partGuid, B: state.slots.B.partition.partGuid });
+    await checkSecureBootReady(fat, ukiBytes, target, opts);
     if (d.cmdlineSlot !== target || d.rootHash !== payload.meta.verity.rootHash)
       throw new UserError(`update refused: the payload's UKI for slot ${target} does not boot ${USR_LABELS[target]} of this disk with the payload's root hash; ${opts.disk} was not changed`, {
         file: opts.payload,

@@ -76,7 +76,7 @@ async function loadPair(keyPath: string, certPath: string, keyOrigin: string, ce
     throw sourceError(encrypted ? "cannot decrypt the key: wrong passphrase" : "not a private key", keyPath, keyOrigin, specPath, encrypted ? `check ${PASSPHRASE_ENV} or the passphrase file` : "give a PEM private key (PKCS#8 or PKCS#1)");
   }
   if (key.asymmetricKeyType !== "rsa") {
-    throw sourceError(`a ${key.asymmetricKeyType} key cannot sign for UEFI Secure Boot`, keyPath, keyOrigin, specPath, "firmware checks RSA signatures only: use an RSA key of 2048 bits or more");
+    throw sourceError(`an ${String(key.asymmetricKeyType).toUpperCase()} key cannot sign for UEFI Secure Boot`, keyPath, keyOrigin, specPath, "firmware checks RSA signatures only: use an RSA key of 2048 bits or more");
   }
   if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) {
     throw sourceError(`an RSA key of ${key.asymmetricKeyDetails?.modulusLength} bits is too small`, keyPath, keyOrigin, specPath, "use an RSA key of 2048 bits or more");

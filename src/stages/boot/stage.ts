@@ -89,8 +89,8 @@ export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; usr: S
   note: (b) => `${b.modules.length} modules in the initramfs${b.signed.length ? `, ${b.signed.length} EFI binaries signed` : ""}`,
 };
 
-/** The libraries systemd-pcrphase 252 loads (dlopen) to reach the TPM; without them its --graceful run measures nothing. */
-export const PCRPHASE_LIBS = ["libtss2-esys.so.0", "libtss2-rc.so.0", "libtss2-mu.so.0"] as const;
+/** The libraries systemd-pcrphase 252 loads (dlopen) to reach the TPM; without them acl's drop-in skips it (data/guest/pcrphase-tpm2.conf). */
+export const PCRPHASE_LIBS = ["libtss2-esys.so.0", "libtss2-rc.so.0", "libtss2-mu.so.0", "libtss2-tcti-device.so.0"] as const;
 
 /**
  * Will systemd-pcrphase extend PCR 11 with "sysinit" and "ready" on this

@@ -17,7 +17,9 @@
  *   systemd-bless-boot.service.d/acl-ab.conf   the GPT sync once blessed
  *   systemd-boot-check-no-failures.service     required by boot-complete.target
  * and lose systemd-boot-update.service's link: the ESP's boot loader is the
- * build's (signed, later), never replaced by a copy from /usr at boot.
+ * build's (Secure Boot signed), never replaced by a copy from /usr at boot.
+ * systemd-pcrphase's units get a drop-in that skips them unless the TPM2
+ * libraries they load are in the image (else they fail on any machine with a TPM).
  */
 import { createPublicKey } from "node:crypto";
 import { chmod, copyFile, mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
@@ -107,7 +109,20 @@ async function installSystemdUnits(root: string, files: string[]): Promise<void>
     files.push(`${UNIT_DIR}/${dir}/${unit}`);
   }
   for (const d of [UNIT_DIR, "etc/systemd/system"]) await rm(join(root, d, "sysinit.target.wants/systemd-boot-update.service"), { force: true });
+  // systemd-pcrphase runs only where it can reach the TPM (see the drop-in)
+  for (const unit of PCRPHASE_UNITS) {
+    if (!(await exists(join(root, UNIT_DIR, unit)))) continue;
+    const p = join(root, UNIT_DIR, `${unit}.d`, "acl-tpm2-libs.conf");
+    await mkdir(dirname(p), { recursive: true });
+    await writeFile(p, dataText(PCRPHASE_DROPIN));
+    await chmod(p, 0o644);
+    files.push(`${UNIT_DIR}/${unit}.d/acl-tpm2-libs.conf`);
+  }
 }
+
+/** systemd 252's boot-phase measurements into PCR 11. */
+export const PCRPHASE_UNITS = ["systemd-pcrphase-initrd.service", "systemd-pcrphase-sysinit.service", "systemd-pcrphase.service"] as const;
+export const PCRPHASE_DROPIN = "guest/pcrphase-tpm2.conf";
 
 /** A Debian package of the build host whose files acl copied into the image (for the SBOM). */
 export interface HostPackage {
