@@ -18,7 +18,7 @@ import { decodeUpdateHeader } from "../../src/formats/update-payload.js";
 import { readFileRange } from "../../src/util/fs.js";
 import { sha256File, sha256Hex } from "../../src/util/hash.js";
 import { acl } from "../helpers/cli.js";
-import { abImage, builtImage, secureBootMinimal, SNAKEOIL, TEST_OUT, testSigningKeys } from "../helpers/images.js";
+import { abImage, builtImage, secureBootContainerHost, secureBootMinimal, SNAKEOIL, TEST_OUT, testSigningKeys } from "../helpers/images.js";
 
 const MEASURE = "/lib/systemd/systemd-measure";
 const ESP_FILES = ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi", "EFI/Linux/acl-A.efi"];
@@ -215,3 +215,22 @@ describe("Secure Boot signing and measured boot (minimal, snakeoil test key)", (
     expect(res.runs[0]!.reason).toMatch(/BdsDxe: failed to load .*: Access Denied/);
   }, 25 * 60_000);
 });
+
+describe("Secure Boot and measured boot phases (container-host, snakeoil test key)", () => {
+  it("boots signed under enforced Secure Boot with a vTPM; systemd-pcrphase measures sysinit and ready, and PCR 11 is the manifest's pcr11Ready", async () => {
+    const out = await secureBootContainerHost();
+    const m = await readManifest(out);
+    expect(m.boot?.secureBoot?.signed).toHaveLength(5);
+    // the image carries the TPM2 libraries systemd-pcrphase loads, so the manifest predicts the phase words too
+    const { extendPhases } = await import("../../src/formats/pcr.js");
+    expect(m.boot!.slots.A.pcr11Ready).toBe(extendPhases(m.boot!.slots.A.pcr11, ["sysinit", "ready"]));
+    const r = await acl(["boot-test", out, "--json", "--secure-boot", "--tpm", "--case", "boot", "--timeout", "400"], { timeoutMs: 20 * 60_000 });
+    const res = JSON.parse(r.stdout) as { runs: BootRunJson[] };
+    expect(r.exitCode, res.runs.map((x) => x.reason).join("\n") + r.stderr.slice(-2000)).toBe(0);
+    const run = res.runs[0]!;
+    expect(run.checks.find((c) => c.name === "failed-units")?.detail).toBe("none");
+    expect(run.checks.find((c) => c.name === "secureboot")?.detail).toBe("Secure boot enabled");
+    expect(run.checks.find((c) => c.name === "pcr11")?.detail.toLowerCase()).toBe(m.boot!.slots.A.pcr11Ready);
+  }, 40 * 60_000);
+});
+

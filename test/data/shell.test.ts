@@ -13,7 +13,7 @@ import { describe, expect, it } from "vitest";
 import { MICROARCHES } from "../../src/formats/microarch.js";
 import { INIT_TEMPLATE, renderInitScript, type CorruptionPolicy, type InitKind } from "../../src/stages/boot/init-script.js";
 import { BOOT_CHECK_PATH, BOOT_CHECK_REQUEST, bootCheckScript, bootCheckUnit, GUEST_DATA } from "../../src/stages/rootfs/guest-checks.js";
-import { AB_DATA, AB_SCRIPT, AB_UNITS } from "../../src/stages/rootfs/ab-node.js";
+import { AB_DATA, AB_SCRIPT, AB_UNITS, PCRPHASE_DROPIN, PCRPHASE_UNITS } from "../../src/stages/rootfs/ab-node.js";
 import { compareVersions } from "../../src/formats/boot-entries.js";
 import { dataPath, dataText } from "../../src/util/data.js";
 import { placeholders, renderTemplate, TemplateError } from "../../src/util/template.js";
@@ -151,6 +151,13 @@ describe("guest boot check (data/guest/)", () => {
     }
     // the drop-in is read with Debian's systemd-bless-boot.service (host package systemd-boot)
     units.push(join(root, "usr/lib/systemd/system/systemd-bless-boot.service"));
+    // the pcrphase drop-in, with Debian's pcrphase units
+    for (const unit of PCRPHASE_UNITS) {
+      const p = join(root, "usr/lib/systemd/system", `${unit}.d`, "acl-tpm2-libs.conf");
+      mkdirSync(dirname(p), { recursive: true });
+      writeFileSync(p, dataText(PCRPHASE_DROPIN));
+      units.push(join(root, "usr/lib/systemd/system", unit));
+    }
     const r = spawnSync("systemd-analyze", ["verify", `--root=${root}`, ...units], { encoding: "utf8", env: { ...process.env, PATH } });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);

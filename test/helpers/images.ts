@@ -105,3 +105,11 @@ export async function secureBootMinimal(version: "1.0.0" | "1.1.0" = "1.0.0"): P
     env: { ACL_SECUREBOOT_PASSPHRASE: SNAKEOIL.passphrase },
   });
 }
+
+/** container-host, Secure Boot signed with the snakeoil key (the rootfs is shared with the unsigned build's cache entry). */
+export function secureBootContainerHost(): Promise<string> {
+  return builtImage("container-host-secureboot", "images/container-host.toml", {
+    args: ["--secureboot-key", SNAKEOIL.key, "--secureboot-cert", SNAKEOIL.cert],
+    env: { ACL_SECUREBOOT_PASSPHRASE: SNAKEOIL.passphrase },
+  });
+}
