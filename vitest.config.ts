@@ -8,7 +8,7 @@ export default defineConfig({
     // Integration and boot tests drive real tools; keep parallelism modest on 2 cores.
     maxWorkers: 2,
     // compile the CLI once; one private Docker engine (dockerd on its own socket) for the whole run
-    globalSetup: ["test/setup/build.global.ts", "test/setup/dockerd.global.ts"],
+    globalSetup: ["test/setup/tmpdir.global.ts", "test/setup/build.global.ts", "test/setup/dockerd.global.ts"],
     reporters: ["default", ["json", { outputFile: ".cache/vitest-results.json" }]],
   },
 });

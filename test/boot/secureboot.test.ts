@@ -216,6 +216,28 @@ describe("Secure Boot signing and measured boot (minimal, snakeoil test key)", (
   }, 25 * 60_000);
 });
 
+describe("[secureboot] in the spec, with a KEK and a passphrase file", () => {
+  it("signs like the flags do and adds db.auth, the KEK-signed append update of db, whose tail is db.esl", async () => {
+    // signed with the test key as secureBootMinimal is, so the images' /usr (and its update key) are the same
+    const out = await builtImage("minimal-secureboot-kek", "test/fixtures/specs/secureboot/minimal-kek.toml", { signKey: (await testSigningKeys()).key });
+    const m = await readManifest(out);
+    expect(m.boot?.secureBoot).toMatchObject({ signed: [...ESP_FILES, "update:uki-A", "update:uki-B"], kek: "C=US, ST=Colorado, L=Fort Collins, O=SnakeOil" });
+    expect(m.artifacts.filter((a) => a.path.startsWith("secureboot/")).map((a) => [a.path, a.kind])).toEqual([
+      ["secureboot/db.auth", "efi-auth"],
+      ["secureboot/db.der", "secureboot-cert"],
+      ["secureboot/db.esl", "efi-signature-list"],
+    ]);
+    const auth = await readFile(join(out, "secureboot/db.auth"));
+    const esl = await readFile(join(out, "secureboot/db.esl"));
+    expect(Buffer.compare(auth.subarray(auth.length - esl.length), esl)).toBe(0);
+    // EFI_TIME at the start: SOURCE_DATE_EPOCH 1700000000 = 2023-11-14 22:13:20 UTC
+    expect([auth.readUInt16LE(0), auth[2], auth[3], auth[4], auth[5], auth[6]]).toEqual([2023, 11, 14, 22, 13, 20]);
+    // the same signed boot chain as the flags give: the same UKIs and PCR 11
+    const byFlags = await readManifest(await secureBootMinimal());
+    expect(m.boot!.slots).toEqual(byFlags.boot!.slots);
+  }, 20 * 60_000);
+});
+
 describe("Secure Boot and measured boot phases (container-host, snakeoil test key)", () => {
   it("boots signed under enforced Secure Boot with a vTPM; systemd-pcrphase measures sysinit and ready, and PCR 11 is the manifest's pcr11Ready", async () => {
     const out = await secureBootContainerHost();
