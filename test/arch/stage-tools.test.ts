@@ -31,6 +31,8 @@ async function specs(): Promise<Readonly<ImageSpec>[]> {
     sources,
     usr: { ...ch.usr, filesystem },
     output: { formats: ["raw", "qcow2", "vhd"] as ImageSpec["output"]["formats"] },
+    // Secure Boot signing adds sbsign (under faketime), sbverify and efitools
+    secureboot: { key: "db.key", certificate: "db.crt" },
   }));
 }
 

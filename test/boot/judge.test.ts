@@ -81,7 +81,8 @@ describe("boot-test judge", async () => {
     const models = await loadCpuModels();
     const defaults = { at: defaultModelFor(models, "x86-64-v3"), below: defaultModelFor(models, levelBelow("x86-64-v3")!) };
     const defaultCases = cases.filter((c) => c.meta.default !== false);
-    expect(defaultCases.map((c) => c.name)).toEqual(["boot", "tamper"]);
+    // uki-tamper is a default case but is planned only under --secure-boot (test/boot/secureboot-judge.test.ts)
+    expect(defaultCases.map((c) => c.name)).toEqual(["boot", "tamper", "uki-tamper"]);
     const plan = planRuns({ imageLevel: "x86-64-v3", cases: defaultCases, cpus: undefined, firmware: undefined, defaults });
     expect(plan.map((p) => `${p.id}:${p.expected}`)).toEqual([
       "boot-Haswell-v4-direct:boot", "boot-Haswell-v4-uefi:boot", "boot-Nehalem-direct:refuse-cpu", "tamper-Haswell-v4-direct:refuse-verity",

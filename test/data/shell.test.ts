@@ -137,7 +137,7 @@ describe("guest boot check (data/guest/)", () => {
     mkdirSync(join(root, "usr/lib/acl"), { recursive: true });
     // the targets and units they name come from the host's systemd 252, the version Debian 12 images carry
     mkdirSync(join(root, "usr/lib/systemd"), { recursive: true });
-    expect(spawnSync("cp", ["-a", "/lib/systemd/system", "/lib/systemd/systemd-bless-boot", join(root, "usr/lib/systemd/")]).status).toBe(0);
+    expect(spawnSync("cp", ["-a", "/lib/systemd/system", "/lib/systemd/systemd-bless-boot", "/lib/systemd/systemd-pcrphase", join(root, "usr/lib/systemd/")]).status).toBe(0);
     // merged /usr, as acl's images have it
     symlinkSync("usr/lib", join(root, "lib"));
     writeFileSync(join(root, AB_SCRIPT), dataText(AB_DATA));

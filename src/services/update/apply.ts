@@ -133,7 +133,7 @@ async function checkSecureBootReady(fat: FatImage, ukiBytes: Uint8Array, target:
   if (peCertificateTable(ukiBytes)) return;
   throw new UserError(`update refused: the disk's boot loader is Secure Boot signed, but the payload's UKI for slot ${target} is not; firmware with Secure Boot on would refuse to start it; ${opts.disk} was not changed`, {
     file: opts.payload,
-    hint: "build the update with --secureboot-key and --secureboot-cert (or [secureboot] in the spec)",
+    hint: "build the update with --secureboot-key and --secureboot-cert (or [secureboot] key and certificate in its spec)",
   });
 }
 
