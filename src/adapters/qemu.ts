@@ -16,13 +16,12 @@ import { UserError } from "../errors.js";
 export const QEMU_BINARY = "qemu-system-x86_64";
 export const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd";
 export const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS.fd";
-/** Debian's Secure Boot OVMF (needs SMM) and its variable store with the snakeoil test key in PK, KEK and db, Secure Boot on. */
+/**
+ * Debian's Secure Boot OVMF (needs SMM) and its variable store with the snakeoil test key in PK,
+ * KEK and db, Secure Boot on (key /usr/share/ovmf/PkKek-1-snakeoil.key, passphrase "snakeoil": tests only).
+ */
 export const OVMF_CODE_SECBOOT = "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd";
 export const OVMF_VARS_SNAKEOIL = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
-/** The test key (and its certificate) those vars trust; its passphrase is "snakeoil". Shipped for tests only. */
-export const SNAKEOIL_KEY = "/usr/share/ovmf/PkKek-1-snakeoil.key";
-export const SNAKEOIL_CERT = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
-export const SNAKEOIL_PASSPHRASE = "snakeoil";
 
 export type Firmware = "uefi" | "direct";
 export type DiskBus = "virtio-blk" | "virtio-scsi" | "nvme";
