@@ -8,7 +8,7 @@
 import { lstat, readdir, readFile, readlink, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { UserError, fsReason } from "../errors.js";
-import { translateButane, type LocalEntry, type LocalFiles, type Report } from "../formats/butane/translate.js";
+import { goJson, translateButane, type LocalEntry, type LocalFiles, type Report } from "../formats/butane/translate.js";
 
 export interface ButaneOptions {
   /** The config's text and a name for messages (a file path, or "-" for stdin). */
@@ -50,7 +50,8 @@ export function filesDirView(dir: string): LocalFiles {
       return readFile(await inside(rel));
     },
     async isDirectory(rel) {
-      return (await stat(await inside(rel)).catch(() => undefined))?.isDirectory() ?? false;
+      const p = await inside(rel).catch(() => undefined);
+      return p ? ((await stat(p).catch(() => undefined))?.isDirectory() ?? false) : false;
     },
     async walk(rel) {
       const start = await inside(rel);
@@ -92,7 +93,7 @@ export async function translateButaneFile(o: ButaneOptions): Promise<ButaneResul
       hint: errors.length ? "fix the config at the path and line shown" : "fix the warnings, or drop --strict",
     });
   }
-  const json = o.pretty ? `${JSON.stringify(r.config, null, 2)}\n` : `${JSON.stringify(r.config)}\n`;
+  const json = goJson(r.config, o.pretty);
   if (o.output && !o.check) {
     const tmp = join(dirname(resolve(o.output)), `.${basename(o.output)}.tmp-${process.pid}`);
     try {

@@ -13,13 +13,18 @@ describe("Butane YAML (YAML 1.1 scalars, positions)", () => {
     expect(d.plainIntegers.has("$.storage.files.0.mode")).toBe(false);
   });
 
-  it("gives each key and sequence item its 1-based line and column", () => {
-    const p = parseButaneYaml(text).positions;
-    expect(p.get("$.variant")).toEqual({ line: 1, column: 1 });
-    expect(p.get("$.storage.files")).toEqual({ line: 4, column: 3 });
-    expect(p.get("$.storage.files.0")).toEqual({ line: 5, column: 7 });
-    expect(p.get("$.storage.files.0.path")).toEqual({ line: 5, column: 7 });
-    expect(p.get("$.storage.files.1.mode")).toEqual({ line: 8, column: 7 });
+  it("gives each value, sequence item and key its 1-based line and column", () => {
+    const d = parseButaneYaml(text);
+    // values (where butane reports a bad value) and items
+    expect(d.positions.get("$.variant")).toEqual({ line: 1, column: 10 });
+    expect(d.positions.get("$.storage.files")).toEqual({ line: 5, column: 5 });
+    expect(d.positions.get("$.storage.files.0")).toEqual({ line: 5, column: 7 });
+    expect(d.positions.get("$.storage.files.0.path")).toEqual({ line: 5, column: 13 });
+    expect(d.positions.get("$.storage.files.1.mode")).toEqual({ line: 8, column: 13 });
+    // keys (where butane reports an unused one)
+    expect(d.keyPositions.get("$.variant")).toEqual({ line: 1, column: 1 });
+    expect(d.keyPositions.get("$.storage.files")).toEqual({ line: 4, column: 3 });
+    expect(d.keyPositions.get("$.storage.files.1.mode")).toEqual({ line: 8, column: 7 });
   });
 
   it("reports invalid YAML with its line, and refuses more than one document", () => {

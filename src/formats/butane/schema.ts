@@ -18,6 +18,8 @@ export const REFUSED_SECTIONS = ["storage.disks", "storage.raid", "storage.luks"
 
 const str = z.string();
 const int = z.number().int();
+/** A mode: YAML 1.1 reads 0644 as octal, but not 0o644, which butane (yaml.v3) also takes as octal. */
+const mode = z.preprocess((v) => (typeof v === "string" && /^0o[0-7]+$/.test(v) ? parseInt(v.slice(2), 8) : v), int);
 const bool = z.boolean();
 
 const Verification = z.object({ hash: str.optional() });
@@ -40,10 +42,10 @@ const node = {
   group: NodeGroup.optional(),
 };
 
-const File = z.object({ ...node, contents: Resource.optional(), append: z.array(Resource).optional(), mode: int.optional() });
-const Directory = z.object({ ...node, mode: int.optional() });
+const File = z.object({ ...node, contents: Resource.optional(), append: z.array(Resource).optional(), mode: mode.optional() });
+const Directory = z.object({ ...node, mode: mode.optional() });
 const Link = z.object({ ...node, target: str.optional(), hard: bool.optional() });
-const Tree = z.object({ local: str, path: str.optional() });
+const Tree = z.object({ local: str.optional(), path: str.optional() });
 const Filesystem = z.object({
   device: str,
   format: str.optional(),

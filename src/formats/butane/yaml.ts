@@ -15,8 +15,10 @@ export interface Position {
 
 export interface ButaneYaml {
   value: unknown;
-  /** Where each path starts: the key of a mapping entry, or the item of a sequence. */
+  /** Where each path's value starts (a sequence item's start, a mapping entry's value), as butane reports errors. */
   positions: ReadonlyMap<string, Position>;
+  /** Where each mapping entry's key is, as butane reports unused keys. */
+  keyPositions: ReadonlyMap<string, Position>;
   /** Paths whose scalar was written as a decimal-looking integer (no leading 0), for the mode warning. */
   plainIntegers: ReadonlySet<string>;
 }
@@ -72,6 +74,7 @@ export function parseButaneYaml(text: string): ButaneYaml {
   }
   const starts = lineStarts(text);
   const positions = new Map<string, Position>();
+  const keyPositions = new Map<string, Position>();
   const plainIntegers = new Set<string>();
   const stack: Frame[] = [];
   positions.set("$", { line: 1, column: 1 });
@@ -86,6 +89,7 @@ export function parseButaneYaml(text: string): ButaneYaml {
     }
     const p = childPath(top.path, top.key ?? "");
     top.expectKey = true;
+    positions.set(p, positionAt(starts, offset));
     return p;
   };
   for (const e of events) {
@@ -94,7 +98,7 @@ export function parseButaneYaml(text: string): ButaneYaml {
       if (top?.kind === "map" && top.expectKey) {
         top.key = getScalarValue(text, e);
         top.expectKey = false;
-        positions.set(childPath(top.path, top.key), positionAt(starts, e.valueStart));
+        keyPositions.set(childPath(top.path, top.key), positionAt(starts, e.valueStart));
         continue;
       }
       const p = enter(e.valueStart);
@@ -112,5 +116,5 @@ export function parseButaneYaml(text: string): ButaneYaml {
       stack.pop();
     }
   }
-  return { value, positions, plainIntegers };
+  return { value, positions, keyPositions, plainIntegers };
 }
