@@ -20,7 +20,7 @@ export default class Butane extends AclCommand<Omit<ButaneResult, "json"> & { co
     "cat node.bu | <%= config.bin %> butane --pretty",
   ];
   static override args = {
-    file: Args.string({ description: "Butane config (YAML); - or absent: stdin", required: false }),
+    file: Args.string({ description: "Butane config (YAML); - or absent: stdin", required: false, ignoreStdin: true }),
   };
   static override flags = {
     output: Flags.string({ char: "o", description: "write the Ignition config here (default: stdout)" }),
