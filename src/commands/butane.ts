@@ -1,7 +1,5 @@
 import { Args, Flags } from "@oclif/core";
-import { readFile } from "node:fs/promises";
 import { AclCommand } from "../lib/base-command.js";
-import { UserError, fsReason } from "../errors.js";
 import { formatReport, translateButaneFile, type ButaneResult } from "../services/butane.js";
 
 async function readStdin(): Promise<string> {
@@ -33,13 +31,8 @@ export default class Butane extends AclCommand<Omit<ButaneResult, "json"> & { co
   async run() {
     const { args, flags } = await this.parse(Butane);
     const name = args.file && args.file !== "-" ? args.file : "-";
-    let text: string;
-    try {
-      text = name === "-" ? await readStdin() : await readFile(name, "utf8");
-    } catch (e) {
-      throw new UserError(`cannot read ${name}: ${fsReason(e)}`, { file: name, hint: "pass a Butane YAML file, or - for stdin" });
-    }
-    const r = await translateButaneFile({ input: { text, name }, filesDir: flags["files-dir"], strict: flags.strict, pretty: flags.pretty, check: flags.check, output: flags.output });
+    const input = name === "-" ? { text: await readStdin(), name } : { path: name };
+    const r = await translateButaneFile({ input, filesDir: flags["files-dir"], strict: flags.strict, pretty: flags.pretty, check: flags.check, output: flags.output });
     for (const w of r.warnings) process.stderr.write(`${formatReport(name, w)}\n`);
     if (!this.jsonEnabled()) {
       if (flags.check) this.log(`${name}: ok (Ignition ${r.ignitionVersion}${r.warnings.length ? `, ${r.warnings.length} warning(s)` : ""})`);

@@ -11,8 +11,8 @@ import { UserError, fsReason } from "../errors.js";
 import { goJson, translateButane, type LocalEntry, type LocalFiles, type Report } from "../formats/butane/translate.js";
 
 export interface ButaneOptions {
-  /** The config's text and a name for messages (a file path, or "-" for stdin). */
-  input: { text: string; name: string };
+  /** The config: a file to read, or text already read from stdin (name "-"). */
+  input: { path: string } | { text: string; name: string };
   filesDir?: string;
   strict?: boolean;
   pretty?: boolean;
@@ -76,7 +76,17 @@ export function filesDirView(dir: string): LocalFiles {
   };
 }
 
-export async function translateButaneFile(o: ButaneOptions): Promise<ButaneResult> {
+export async function translateButaneFile(opts: ButaneOptions): Promise<ButaneResult> {
+  let input: { text: string; name: string };
+  if ("path" in opts.input) {
+    const path = opts.input.path;
+    try {
+      input = { text: await readFile(path, "utf8"), name: path };
+    } catch (e) {
+      throw new UserError(`cannot read ${path}: ${fsReason(e)}`, { file: path, hint: "pass a Butane YAML file, or - for stdin" });
+    }
+  } else input = opts.input;
+  const o = { ...opts, input };
   if (o.filesDir) {
     const st = await stat(o.filesDir).catch(() => undefined);
     if (!st?.isDirectory()) throw new UserError(`--files-dir ${o.filesDir} is not a folder`, { file: o.filesDir, hint: "pass the folder that holds the config's local files" });

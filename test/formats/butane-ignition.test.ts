@@ -12,7 +12,7 @@
  * ~/.ssh/authorized_keys, which Debian's sshd reads.
  */
 import { execa } from "execa";
-import { chmod, lstat, mkdir, mkdtemp, readFile, readlink, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, mkdtemp, readFile, readlink, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -21,8 +21,11 @@ import { fromDataUrl } from "../../src/formats/butane/dataurl.js";
 import { goJson, translateButane } from "../../src/formats/butane/translate.js";
 import { filesDirView } from "../../src/services/butane.js";
 import { CASES, filesDir } from "../helpers/butane.js";
+import { REPO } from "../helpers/cli.js";
 
 const IGNITION = "/usr/lib/dracut/modules.d/30ignition/ignition";
+/** The configs in butane/ with their files dirs. */
+export const SHIPPED: [string, string][] = [["butane/container-host.bu", "butane/container-host"]];
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -60,6 +63,7 @@ async function freshRoot(base: string): Promise<{ root: string; bin: string }> {
   await writeFile(join(root, "etc/shadow"), "root:*:19000:0:99999:7:::\ncore:*:19000:0:99999:7:::\n");
   await writeFile(join(root, "etc/gshadow"), "root:*::\nusers:*::\ncore:*::\nwheel:*::\ndocker:*::\ndeploy:*::\n");
   await mkdir(join(root, "home/core"), { recursive: true });
+  await chown(join(root, "home/core"), 500, 500);
   // Debian's Ignition relabels for SELinux at the end of the files stage: a config it can read, and a setfiles that does nothing
   await writeFile(join(root, "etc/selinux/config"), "SELINUX=disabled\nSELINUXTYPE=targeted\n");
   await mkdir(bin, { recursive: true });
@@ -110,10 +114,17 @@ describe("Ignition configs from acl butane, applied by Debian's Ignition 2.14 (-
       const r = await translateButane(c.butane, { files: dir ? filesDirView(dir) : undefined });
       if (r.config && applicable(r.config)) corpus.push({ name: c.name, ign: r.config, json: goJson(r.config) });
     }
+    // and the configs shipped in butane/
+    for (const [bu, dir] of SHIPPED) {
+      const r = await translateButane(await readFile(join(REPO, bu), "utf8"), { files: filesDirView(join(REPO, dir)) });
+      expect(r.reports, bu).toEqual([]);
+      corpus.push({ name: bu.replace(/\//g, "_"), ign: r.config!, json: goJson(r.config) });
+    }
   });
 
   it("the corpus has files, folders, links, users with keys and units", () => {
     expect(corpus.length).toBeGreaterThan(15);
+    expect(corpus.map((c) => c.name)).toContain("butane_container-host.bu");
     const has = (f: (i: Json) => unknown) => corpus.some((c) => f(c.ign));
     for (const f of [(i: Json) => i.storage?.files, (i: Json) => i.storage?.directories, (i: Json) => i.storage?.links, (i: Json) => i.passwd?.users?.some((u: Json) => u.sshAuthorizedKeys), (i: Json) => i.systemd?.units]) expect(has(f)).toBe(true);
   });

@@ -8,13 +8,14 @@
 import AjvDraft04 from "ajv-draft-04";
 import { execa } from "execa";
 import { readFileSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { goJson, translateButane } from "../../src/formats/butane/translate.js";
 import { filesDirView } from "../../src/services/butane.js";
 import { CASES, filesDir } from "../helpers/butane.js";
+import { REPO } from "../helpers/cli.js";
 
 const schema34 = JSON.parse(readFileSync(join(import.meta.dirname, "../fixtures/ignition/ignition-spec-3.4.0.schema.json"), "utf8")) as object;
 
@@ -40,6 +41,10 @@ describe("Ignition output checked by Ignition's own validator and schema", () =>
   it("every 3.3.0 config passes Debian's ignition-validate", async () => {
     const configs = await translated("1.0.0");
     expect(configs.length).toBeGreaterThan(30);
+    // the shipped configs, as users translate them (--strict: no warning either)
+    const shipped = await translateButane(await readFile(join(REPO, "butane/container-host.bu"), "utf8"), { files: filesDirView(join(REPO, "butane/container-host")) });
+    expect(shipped.reports).toEqual([]);
+    configs.push({ name: "butane-container-host", json: goJson(shipped.config) });
     for (const c of configs) {
       const f = join(work, `${c.name}.ign`);
       await writeFile(f, c.json);
