@@ -228,7 +228,9 @@ export async function removeMachineState(root: string): Promise<string[]> {
   } catch {
     /* no logs */
   }
-  // an empty machine-id marks the first boot for systemd (ConditionFirstBoot)
+  // an empty machine-id: each node generates its own ID at boot. (Since systemd 247 an empty file
+  // does not set ConditionFirstBoot, so presets are not applied; only "uninitialized" would do that,
+  // and with Debian's 90-systemd.preset a first-boot preset-all would change the units the build enabled.)
   try {
     await lstat(join(root, "etc"));
     await rm(join(root, "etc/machine-id"), { force: true });
