@@ -4,23 +4,9 @@ import { highestLevel, judge, parseConsole, planRuns, junitXml, type BootTestRes
 import { loadCases, loadCpuModels, defaultModelFor, findModel } from "../../src/config/qemu-cases.js";
 import { levelBelow } from "../../src/formats/microarch.js";
 import { qemuArgv } from "../../src/adapters/qemu.js";
+import { BUSYBOX_BOOT, L, okRun } from "./helpers/console.js";
 
-const L = (...t: string[]) => t.map((text, i) => ({ ms: 1000 + i * 10, text }));
-const okRun = { exitCode: 0, timedOut: false, durationMs: 5000 };
-
-const goodBusybox = L(
-  "[    0.000000] Linux version 6.1.0-56-cloud-amd64",
-  "acl-init: started (image microarch x86-64-v3, kernel 6.1.0-56-cloud-amd64)",
-  "acl-init: switching root to /usr/sbin/init",
-  "ACL-CHECK userspace ok 6.1.0-56-cloud-amd64 pid1=init",
-  "acl-test login: ACL-CHECK usr-verity ok /dev/mapper/usr erofs ro dm=usr uuid=CRYPT-VERITY-x-usr",
-  "ACL-CHECK no-pkg-manager ok none of: dpkg apt apt-get rpm dnf yum apk",
-  "ACL-INFO hwcaps-line x86-64-v3 (supported, searched)",
-  "ACL-CHECK hwcaps ok supported: x86-64-v3 x86-64-v2",
-  "ACL-CHECK init ok busybox pid1=init",
-  "ACL-CHECK done 0",
-  "[   12.0] reboot: Power down",
-);
+const goodBusybox = L(...BUSYBOX_BOOT);
 
 describe("boot-test judge", async () => {
   const cases = await loadCases();
