@@ -162,6 +162,12 @@ export const Manifest = z.strictObject({
 });
 export type Manifest = z.infer<typeof Manifest>;
 
+/** Byte offset of the ESP (partition EFI-SYSTEM) in the manifest's disk, for reading its files. */
+export function espOffset(m: Manifest): number | undefined {
+  const esp = m.disk?.partitions.find((p) => p.label === "EFI-SYSTEM");
+  return esp ? esp.firstLba * m.disk!.sectorSize : undefined;
+}
+
 export function parseManifest(json: unknown, file = MANIFEST_FILE): Manifest {
   const r = Manifest.safeParse(json);
   if (!r.success) {

@@ -16,7 +16,8 @@ import {
 import { UserError } from "../errors.js";
 import { levelBelow, microarchRank } from "../formats/microarch.js";
 import type { Reporter } from "../output/reporter.js";
-import { readManifest, type Manifest } from "../pipeline/manifest.js";
+import { espOffset, readManifest, type Manifest } from "../pipeline/manifest.js";
+import { espUkiPath } from "../stages/boot/esp.js";
 import { BOOT_CHECK_REQUEST } from "../stages/rootfs/guest-checks.js";
 import { makeDir } from "../util/fs.js";
 import { mapLimit } from "../util/pool.js";
@@ -135,7 +136,7 @@ export function planRuns(opts: {
 // --- running ------------------------------------------------------------------------
 
 /** The ESP's slot A UKI as a fresh disk has it. */
-export const ESP_UKI = "EFI/Linux/acl-A.efi";
+export const ESP_UKI = espUkiPath("A");
 
 /**
  * Flip one byte in the middle of the ESP's UKI's .linux section (in a raw
@@ -143,9 +144,9 @@ export const ESP_UKI = "EFI/Linux/acl-A.efi";
  * signature, so Secure Boot firmware must refuse to start it.
  */
 export async function flipUkiByte(rawDisk: string, m: Manifest, workDir: string): Promise<{ offset: number }> {
-  const esp = m.disk?.partitions.find((x) => x.label === "EFI-SYSTEM");
-  if (!esp) throw new UserError("the manifest lists no EFI-SYSTEM partition", { hint: "boot-test needs the disk layout in manifest.disk" });
-  const fat = new FatImage(rawDisk, esp.firstLba * m.disk!.sectorSize);
+  const esp = espOffset(m);
+  if (esp === undefined) throw new UserError("the manifest lists no EFI-SYSTEM partition", { hint: "boot-test needs the disk layout in manifest.disk" });
+  const fat = new FatImage(rawDisk, esp);
   const uki = await fat.read(ESP_UKI);
   const linux = peSections(uki).find((s) => s.name === ".linux");
   if (!linux) throw new UserError(`${ESP_UKI} on the ESP has no .linux section`);

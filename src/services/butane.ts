@@ -38,10 +38,11 @@ export function formatReport(name: string, r: Report): string {
 /** The files dir on disk; every path is checked again after resolving links, so none leaves it. */
 export function filesDirView(dir: string): LocalFiles {
   const root = resolve(dir);
+  let rootReal: Promise<string> | undefined;
   const inside = async (rel: string): Promise<string> => {
     const p = resolve(root, rel);
     const real = await realpath(p);
-    const realRoot = await realpath(root);
+    const realRoot = await (rootReal ??= realpath(root));
     if (real !== realRoot && !real.startsWith(realRoot + sep)) throw new Error(`${rel} resolves to ${real}, outside the files dir ${dir}`);
     return real;
   };

@@ -11,7 +11,7 @@ import { UserError } from "../errors.js";
 import { loadPrivateKey } from "../stages/release/sign.js";
 import { resolveKernelPackage } from "../stages/rootfs/kernel.js";
 import { updateKeyPem } from "../stages/rootfs/ab-node.js";
-import { loadSecureBootKeys, PASSPHRASE_ENV, type SecureBootKeys } from "../stages/boot/secureboot.js";
+import { loadSecureBootKeys, originError, PASSPHRASE_ENV, type SecureBootKeys } from "../stages/boot/secureboot.js";
 import { readFile } from "node:fs/promises";
 
 export interface PreflightResult {
@@ -39,8 +39,7 @@ async function readPassphrase(file: string, origin: string, specPath: string): P
   try {
     return (await readFile(file, "utf8")).split(/\r?\n/)[0]!;
   } catch {
-    const flag = origin.startsWith("--");
-    throw new UserError(`${flag ? `${origin} ${file}` : `${specPath}: '${origin}' (${file})`}: cannot read the passphrase file`, { file: flag ? file : specPath, key: flag ? undefined : origin, hint: `give a readable file whose first line is the passphrase, or set ${PASSPHRASE_ENV}` });
+    throw originError("cannot read the passphrase file", file, origin, specPath, `give a readable file whose first line is the passphrase, or set ${PASSPHRASE_ENV}`);
   }
 }
 

@@ -10,11 +10,11 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FatImage } from "../adapters/fat.js";
-import { slotEntryName, type Slot } from "../formats/boot-entries.js";
+import type { Slot } from "../formats/boot-entries.js";
 import { extendPhases, BOOTED_PHASES, predictUkiPcr11 } from "../formats/pcr.js";
 import { decodeUpdateHeader, MAX_METADATA_BYTES, type SectionName } from "../formats/update-payload.js";
-import type { Manifest } from "../pipeline/manifest.js";
-import { ESP_LOADERS } from "../stages/boot/esp.js";
+import { espOffset, type Manifest } from "../pipeline/manifest.js";
+import { ESP_LOADERS, espUkiPath } from "../stages/boot/esp.js";
 import { certSha256, sbverify } from "../stages/boot/secureboot.js";
 import { readFileRange } from "../util/fs.js";
 import { sha256Hex } from "../util/hash.js";
@@ -30,7 +30,7 @@ export async function verifyBootChain(outDir: string, m: Manifest, add: AddCheck
   const work = await mkdtemp(join(tmpdir(), "acl-verify-boot-"));
   try {
     // the EFI binaries to check, by where they are
-    const binaries: { where: string; file: string; slot?: Slot }[] = [];
+    const binaries: { where: string; file: string; bytes: Buffer; slot?: Slot }[] = [];
     const payload = m.artifacts.find((a) => a.kind === "update-payload");
     if (payload) {
       const path = join(outDir, payload.path);
@@ -43,23 +43,25 @@ export async function verifyBootChain(outDir: string, m: Manifest, add: AddCheck
             continue;
           }
           const f = join(work, `payload-uki-${slot}.efi`);
-          await writeFile(f, await readFileRange(path, s.offset, s.size));
-          binaries.push({ where: `${payload.path} uki-${slot}`, file: f, slot });
+          const bytes = await readFileRange(path, s.offset, s.size);
+          await writeFile(f, bytes);
+          binaries.push({ where: `${payload.path} uki-${slot}`, file: f, bytes, slot });
         }
       } catch (e) {
         add(`uki:${payload.path}`, false, `cannot read the payload's UKIs: ${(e as Error).message}`, payload.path);
       }
     }
     const raw = m.artifacts.find((a) => a.kind === "disk-raw");
-    const esp = m.disk?.partitions.find((p) => p.label === "EFI-SYSTEM");
-    if (raw && esp) {
-      const fat = new FatImage(join(outDir, raw.path), esp.firstLba * m.disk!.sectorSize);
-      const entries = [...ESP_LOADERS, `EFI/Linux/${slotEntryName("A")}`];
-      for (const e of entries) {
+    const esp = espOffset(m);
+    if (raw && esp !== undefined) {
+      const fat = new FatImage(join(outDir, raw.path), esp);
+      const uki = espUkiPath("A");
+      for (const e of [...ESP_LOADERS, uki]) {
         try {
           const f = join(work, `esp-${e.replace(/\//g, "_")}`);
-          await writeFile(f, await fat.read(e));
-          binaries.push({ where: `${raw.path} ESP ${e}`, file: f, slot: e.startsWith("EFI/Linux/") ? "A" : undefined });
+          const bytes = await fat.read(e);
+          await writeFile(f, bytes);
+          binaries.push({ where: `${raw.path} ESP ${e}`, file: f, bytes, slot: e === uki ? "A" : undefined });
         } catch (err) {
           add(`esp:${e}`, false, `${raw.path}: cannot read ${e} from the ESP: ${(err as Error).message.split("\n")[0]}`, raw.path);
         }
@@ -69,7 +71,7 @@ export async function verifyBootChain(outDir: string, m: Manifest, add: AddCheck
     // each UKI is the one the manifest names, and predicts the manifest's PCR 11
     for (const b of binaries.filter((x) => x.slot)) {
       const want = boot.slots[b.slot!];
-      const bytes = await readFile(b.file);
+      const bytes = b.bytes;
       const sha = sha256Hex(bytes);
       if (sha !== want.uki.sha256) {
         add(`uki:${b.where}`, false, `${b.where}: sha256 ${sha}, the manifest's slot ${b.slot} UKI is ${want.uki.sha256}`);

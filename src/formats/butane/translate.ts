@@ -126,7 +126,7 @@ export async function translateButane(text: string, opts: TranslateOptions = {})
   }
   if (reports.some((r) => r.kind === "error")) return { reports };
   try {
-    const config = await translate(cfg, ignitionVersion, { ...opts, report, plainIntegers: doc.plainIntegers });
+    const config = await translate(cfg, ignitionVersion, { ...opts, report });
     if (reports.some((r) => r.kind === "error")) return { reports };
     return { config, ignitionVersion, reports };
   } catch (e) {
@@ -140,7 +140,6 @@ export async function translateButane(text: string, opts: TranslateOptions = {})
 
 interface Ctx extends TranslateOptions {
   report: (kind: Report["kind"], path: string, message: string) => void;
-  plainIntegers: ReadonlySet<string>;
 }
 
 /** A local path, checked: relative, inside the files dir. */

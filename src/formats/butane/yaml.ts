@@ -19,8 +19,6 @@ export interface ButaneYaml {
   positions: ReadonlyMap<string, Position>;
   /** Where each mapping entry's key is, as butane reports unused keys. */
   keyPositions: ReadonlyMap<string, Position>;
-  /** Paths whose scalar was written as a decimal-looking integer (no leading 0), for the mode warning. */
-  plainIntegers: ReadonlySet<string>;
 }
 
 export class ButaneYamlError extends Error {
@@ -75,7 +73,6 @@ export function parseButaneYaml(text: string): ButaneYaml {
   const starts = lineStarts(text);
   const positions = new Map<string, Position>();
   const keyPositions = new Map<string, Position>();
-  const plainIntegers = new Set<string>();
   const stack: Frame[] = [];
   positions.set("$", { line: 1, column: 1 });
   /** The path of the node that starts now, and record where it starts. */
@@ -101,9 +98,7 @@ export function parseButaneYaml(text: string): ButaneYaml {
         keyPositions.set(childPath(top.path, top.key), positionAt(starts, e.valueStart));
         continue;
       }
-      const p = enter(e.valueStart);
-      const raw = text.slice(e.valueStart, e.valueEnd);
-      if (e.style === 1 && /^[1-9][0-9]*$/.test(raw)) plainIntegers.add(p);
+      enter(e.valueStart);
     } else if (e.type === EVENT_ID.MAPPING) {
       const p = enter(e.start);
       stack.push({ kind: "map", path: p, expectKey: true });
@@ -116,5 +111,5 @@ export function parseButaneYaml(text: string): ButaneYaml {
       stack.pop();
     }
   }
-  return { value, positions, keyPositions, plainIntegers };
+  return { value, positions, keyPositions };
 }

@@ -107,6 +107,11 @@ export function slotCmdline(s: SlotBoot, extra?: string): string {
   return parts.join(" ");
 }
 
+/** A slot's UKI on a fresh disk's ESP (EFI/Linux/acl-A.efi). */
+export function espUkiPath(slot: Slot): string {
+  return `EFI/Linux/${ukiFileName(slot)}`;
+}
+
 /** File name of a slot's UKI, good (uncounted), as a fresh disk has it under EFI/Linux. */
 export function ukiFileName(slot: Slot): string {
   return slotEntryName(slot);

@@ -41,7 +41,8 @@ export interface SecureBootSources {
   specPath?: string;
 }
 
-function sourceError(msg: string, file: string, origin: string, specPath: string | undefined, hint: string): UserError {
+/** An error about a file given by a flag (`--secureboot-key FILE: …`) or by a spec key (`SPEC: 'secureboot.key' (FILE): …`). */
+export function originError(msg: string, file: string, origin: string, specPath: string | undefined, hint: string): UserError {
   const where = origin.startsWith("--") ? `${origin} ${file}` : `${specPath ?? "spec"}: '${origin}' (${file})`;
   return new UserError(`${where}: ${msg}`, { file: origin.startsWith("--") ? file : (specPath ?? file), key: origin.startsWith("--") ? undefined : origin, hint });
 }
@@ -51,38 +52,38 @@ async function loadPair(keyPath: string, certPath: string, keyOrigin: string, ce
   try {
     certText = await readFile(certPath);
   } catch {
-    throw sourceError("cannot read the certificate", certPath, certOrigin, specPath, "give the X.509 certificate (PEM or DER) that belongs to the key");
+    throw originError("cannot read the certificate", certPath, certOrigin, specPath, "give the X.509 certificate (PEM or DER) that belongs to the key");
   }
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(certText);
   } catch {
-    throw sourceError("not an X.509 certificate", certPath, certOrigin, specPath, "give a PEM or DER certificate, for example from `openssl req -x509 -newkey rsa:2048 -keyout db.key -out db.crt`");
+    throw originError("not an X.509 certificate", certPath, certOrigin, specPath, "give a PEM or DER certificate, for example from `openssl req -x509 -newkey rsa:2048 -keyout db.key -out db.crt`");
   }
   let keyText: Buffer;
   try {
     keyText = await readFile(keyPath);
   } catch {
-    throw sourceError("cannot read the private key", keyPath, keyOrigin, specPath, "give the PEM private key of the Secure Boot certificate");
+    throw originError("cannot read the private key", keyPath, keyOrigin, specPath, "give the PEM private key of the Secure Boot certificate");
   }
   const encrypted = /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(keyText.toString("latin1"));
   if (encrypted && passphrase === undefined) {
-    throw sourceError("the key is encrypted and no passphrase was given", keyPath, keyOrigin, specPath, `set ${PASSPHRASE_ENV} in the environment, or pass --secureboot-passphrase-file FILE (never on the command line)`);
+    throw originError("the key is encrypted and no passphrase was given", keyPath, keyOrigin, specPath, `set ${PASSPHRASE_ENV} in the environment, or pass --secureboot-passphrase-file FILE (never on the command line)`);
   }
   let key: KeyObject;
   try {
     key = createPrivateKey(encrypted ? { key: keyText, passphrase: passphrase! } : { key: keyText });
   } catch {
-    throw sourceError(encrypted ? "cannot decrypt the key: wrong passphrase" : "not a private key", keyPath, keyOrigin, specPath, encrypted ? `check ${PASSPHRASE_ENV} or the passphrase file` : "give a PEM private key (PKCS#8 or PKCS#1)");
+    throw originError(encrypted ? "cannot decrypt the key: wrong passphrase" : "not a private key", keyPath, keyOrigin, specPath, encrypted ? `check ${PASSPHRASE_ENV} or the passphrase file` : "give a PEM private key (PKCS#8 or PKCS#1)");
   }
   if (key.asymmetricKeyType !== "rsa") {
-    throw sourceError(`an ${String(key.asymmetricKeyType).toUpperCase()} key cannot sign for UEFI Secure Boot`, keyPath, keyOrigin, specPath, "firmware checks RSA signatures only: use an RSA key of 2048 bits or more");
+    throw originError(`an ${String(key.asymmetricKeyType).toUpperCase()} key cannot sign for UEFI Secure Boot`, keyPath, keyOrigin, specPath, "firmware checks RSA signatures only: use an RSA key of 2048 bits or more");
   }
   if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) {
-    throw sourceError(`an RSA key of ${key.asymmetricKeyDetails?.modulusLength} bits is too small`, keyPath, keyOrigin, specPath, "use an RSA key of 2048 bits or more");
+    throw originError(`an RSA key of ${key.asymmetricKeyDetails?.modulusLength} bits is too small`, keyPath, keyOrigin, specPath, "use an RSA key of 2048 bits or more");
   }
   if (!cert.checkPrivateKey(key)) {
-    throw sourceError(`the key does not belong to ${certPath}`, keyPath, keyOrigin, specPath, "give the certificate made from this key");
+    throw originError(`the key does not belong to ${certPath}`, keyPath, keyOrigin, specPath, "give the certificate made from this key");
   }
   const keyPem = key.export({ format: "pem", type: "pkcs8" }) as string;
   return { keyPem: Buffer.from(keyPem), certPath, cert };
@@ -113,9 +114,9 @@ export function epochTimestamp(epoch: number): string {
   return new Date(epoch * 1000).toISOString().replace("T", " ").replace(/\.\d+Z$/, "");
 }
 
-/** The tools take PEM certificate files: a PEM copy of the certificate, next to the file being worked on, for the call. */
-async function withCertPem<T>(cert: X509Certificate, nearFile: string, fn: (pem: string) => Promise<T>): Promise<T> {
-  const pem = `${nearFile}.acl-cert-${process.pid}.pem`;
+/** The tools take PEM certificate files: a PEM copy of the certificate at `base`.acl-cert-PID.pem, for the call. */
+async function withCertPem<T>(cert: X509Certificate, base: string, fn: (pem: string) => Promise<T>): Promise<T> {
+  const pem = `${base}.acl-cert-${process.pid}.pem`;
   await writeFile(pem, cert.toString());
   try {
     return await fn(pem);
@@ -143,17 +144,11 @@ export async function sbsign(file: string, pair: SigningPair, epoch: number): Pr
   }
 }
 
-/** sbverify --cert: true when the file carries a valid signature by that certificate. */
+/** sbverify --cert: true when the file carries a valid signature by that certificate (its PEM copy goes in workDir). */
 export async function sbverify(file: string, cert: X509Certificate, workDir: string): Promise<{ ok: boolean; detail: string }> {
-  const cf = join(workDir, `.acl-sbverify-${process.pid}-${Math.random().toString(36).slice(2)}.pem`);
-  await writeFile(cf, cert.toString());
-  try {
-    const r = await run(["sbverify", "--cert", cf, file], { okCodes: [0, 1] });
-    const detail = `${r.stdout}\n${r.stderr}`.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("warning: data remaining")).join("; ");
-    return { ok: r.exitCode === 0 && /Signature verification OK/.test(r.stdout + r.stderr), detail };
-  } finally {
-    await rm(cf, { force: true });
-  }
+  const r = await withCertPem(cert, join(workDir, ".acl-sbverify"), (pem) => run(["sbverify", "--cert", pem, file], { okCodes: [0, 1] }));
+  const detail = `${r.stdout}\n${r.stderr}`.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("warning: data remaining")).join("; ");
+  return { ok: r.exitCode === 0 && /Signature verification OK/.test(r.stdout + r.stderr), detail };
 }
 
 export interface EnrollmentFiles {
@@ -170,27 +165,27 @@ export interface EnrollmentFiles {
 export async function writeEnrollment(dir: string, keys: SecureBootKeys, epoch: number): Promise<EnrollmentFiles> {
   const ownerGuid = signatureOwnerGuid(keys.cert);
   const der = join(dir, "db.der");
-  const pem = join(dir, ".db.pem");
   const esl = join(dir, "db.esl");
   await writeFile(der, keys.cert.raw);
-  await writeFile(pem, keys.cert.toString());
-  try {
-    await run(["cert-to-efi-sig-list", "-g", ownerGuid, pem, esl], { hint: "cert-to-efi-sig-list comes from efitools" });
-    let auth: string | undefined;
-    if (keys.kek) {
-      auth = join(dir, "db.auth");
-      const kek = keys.kek;
-      await withCertPem(kek.cert, auth, (kekPem) =>
-        run(["sign-efi-sig-list", "-a", "-t", epochTimestamp(epoch), "-g", ownerGuid, "-k", "/dev/stdin", "-c", kekPem, "db", esl, auth!], {
-          input: kek.keyPem,
-          inputPipe: true,
-          env: { TZ: "UTC" },
-          hint: "sign-efi-sig-list comes from efitools",
-        }),
-      );
-    }
-    return { der, esl, auth, ownerGuid };
-  } finally {
-    await rm(pem, { force: true });
+  await withCertPem(keys.cert, esl, (pem) => run(["cert-to-efi-sig-list", "-g", ownerGuid, pem, esl], { hint: "cert-to-efi-sig-list comes from efitools" }));
+  let auth: string | undefined;
+  if (keys.kek) {
+    const kek = keys.kek;
+    const out = join(dir, "db.auth");
+    await withCertPem(kek.cert, out, (kekPem) =>
+      run(["sign-efi-sig-list", "-a", "-t", epochTimestamp(epoch), "-g", ownerGuid, "-k", "/dev/stdin", "-c", kekPem, "db", esl, out], {
+        input: kek.keyPem,
+        inputPipe: true,
+        env: { TZ: "UTC" },
+        hint: "sign-efi-sig-list comes from efitools",
+      }),
+    );
+    auth = out;
   }
+  return { der, esl, auth, ownerGuid };
+}
+
+/** A certificate's subject on one line ("C=US, O=SnakeOil"), as the manifest records it. */
+export function certSubject(c: X509Certificate): string {
+  return c.subject.replace(/\n/g, ", ");
 }

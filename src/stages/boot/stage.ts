@@ -13,7 +13,7 @@ import { formatMiB, MiB } from "../../util/size.js";
 import { USR_A_PARTUUID, USR_B_PARTUUID } from "../disk/layout.js";
 import { ROOTFS_TREE, ROOTFS_VMLINUZ, type RootfsMeta } from "../rootfs/stage.js";
 import type { UsrMeta } from "../usr/stage.js";
-import { buildEsp, ESP_LOADERS, ESP_REQUIREMENTS, SYSTEMD_BOOT_EFI, ukiFileName } from "./esp.js";
+import { buildEsp, ESP_LOADERS, ESP_REQUIREMENTS, espUkiPath, SYSTEMD_BOOT_EFI } from "./esp.js";
 import { sbsign, SECUREBOOT_REQUIREMENTS } from "./secureboot.js";
 import { BOOTED_PHASES, extendPhases, predictUkiPcr11 } from "../../formats/pcr.js";
 import type { SlotBootInfo } from "../../pipeline/manifest.js";
@@ -83,7 +83,7 @@ export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; usr: S
       const pcr11 = predictUkiPcr11(bytes);
       slots[slot] = { uki: { sha256: sha256Hex(bytes), size: bytes.length }, pcr11, ...(phases ? { pcr11Ready: extendPhases(pcr11, BOOTED_PHASES) } : {}) };
     }
-    const signed = ctx.secureBoot ? [...ESP_LOADERS, `EFI/Linux/${ukiFileName("A")}`, "update:uki-A", "update:uki-B"] : [];
+    const signed = ctx.secureBoot ? [...ESP_LOADERS, espUkiPath("A"), "update:uki-A", "update:uki-B"] : [];
     return { vmlinuz, initramfs: initramfs.path, espDir, cmdline: esp.ukis.find((u) => u.slot === "A")!.cmdline, ukis, modules: initramfs.modules, slots, signed };
   },
   note: (b) => `${b.modules.length} modules in the initramfs${b.signed.length ? `, ${b.signed.length} EFI binaries signed` : ""}`,
@@ -99,9 +99,10 @@ export const PCRPHASE_LIBS = ["libtss2-esys.so.0", "libtss2-rc.so.0", "libtss2-m
  */
 export async function pcrPhasesRun(tree: string, init: string): Promise<boolean> {
   if (init !== "systemd") return false;
-  const exists = (p: string) => access(join(tree, p)).then(() => true, () => false);
-  if (!(await exists("usr/lib/systemd/system/sysinit.target.wants/systemd-pcrphase.service"))) return false;
-  for (const lib of PCRPHASE_LIBS) if (!(await exists(`usr/lib/x86_64-linux-gnu/${lib}`))) return false;
+  // followed through links, as systemd's ConditionPathExists and the loader see them (util's exists counts a dangling link)
+  const resolves = (p: string) => access(join(tree, p)).then(() => true, () => false);
+  if (!(await resolves("usr/lib/systemd/system/sysinit.target.wants/systemd-pcrphase.service"))) return false;
+  for (const lib of PCRPHASE_LIBS) if (!(await resolves(`usr/lib/x86_64-linux-gnu/${lib}`))) return false;
   return true;
 }
 

@@ -19,7 +19,7 @@ import { ROOTFS_SBOM, type RootfsMeta } from "../rootfs/stage.js";
 import { USR_IMAGE, type UsrMeta } from "../usr/stage.js";
 import { payloadName, writeUpdatePayload } from "./payload.js";
 import { signOutput } from "./sign.js";
-import { certSha256, writeEnrollment } from "../boot/secureboot.js";
+import { certSha256, certSubject, writeEnrollment } from "../boot/secureboot.js";
 import { mkdir } from "node:fs/promises";
 
 /** Recorded too when the boot chain is signed. */
@@ -93,10 +93,10 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
     listed.push({ path: `${SECUREBOOT_DIR}/db.der`, kind: "secureboot-cert" }, { path: `${SECUREBOOT_DIR}/db.esl`, kind: "efi-signature-list" });
     if (e.auth) listed.push({ path: `${SECUREBOOT_DIR}/db.auth`, kind: "efi-auth" });
     secureBoot = {
-      certificate: { subject: sb.cert.subject.replace(/\n/g, ", "), sha256: certSha256(sb.cert), notAfter: new Date(sb.cert.validTo).toISOString() },
+      certificate: { subject: certSubject(sb.cert), sha256: certSha256(sb.cert), notAfter: new Date(sb.cert.validTo).toISOString() },
       signed: boot.value.signed,
       ownerGuid: e.ownerGuid,
-      ...(sb.kek ? { kek: sb.kek.cert.subject.replace(/\n/g, ", ") } : {}),
+      ...(sb.kek ? { kek: certSubject(sb.kek.cert) } : {}),
     };
   }
   const digests = await sha256Files(listed.map((a) => join(staging, a.path)));
