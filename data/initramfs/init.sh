@@ -11,6 +11,13 @@ HYPERV_MODULES='@HYPERV_MODULES@'
 VIRTIO_SCSI_MODULES='@VIRTIO_SCSI_MODULES@'
 AHCI_MODULES='@AHCI_MODULES@'
 SQUASHFS_MODULES='@SQUASHFS_MODULES@'
+# Ignition at first boot: on (1) or off (0), where the user config may come from, the modules that
+# reads take, the first-boot flag's path on the ESP, and Debian's engine in the image's /usr
+IGNITION='@IGNITION@'
+IGNITION_PLATFORMS='@IGNITION_PLATFORMS@'
+IGNITION_MODULES='@IGNITION_MODULES@'
+FIRST_BOOT_FLAG='@FIRST_BOOT_FLAG@'
+IGNITION_ENGINE='@IGNITION_ENGINE@'
 
 say() { echo "acl-init: $*"; }
 
@@ -105,18 +112,20 @@ done
 [ -n "$USR_DEV" ] || fatal "no partition with PARTUUID=$USR_UUID appeared within ${TIMEOUT}s"
 say "usr slot $USR_DEV (PARTUUID=$USR_UUID)"
 
-# ROOT: the partition named $ROOT_LABEL on the same disk (GPT names are in uevent PARTNAME)
+# ROOT (and the ESP, OEM): partitions on the same disk, found by GPT name (uevent's PARTNAME)
 usr_name="${USR_DEV#/dev/}"
 disk=$(basename "$(readlink -f "/sys/class/block/$usr_name/..")")
-ROOT_DEV=""
-for u in "/sys/class/block/$disk"/*/uevent; do
-  [ -f "$u" ] || continue
-  if grep -qx "PARTNAME=$ROOT_LABEL" "$u"; then
-    ROOT_DEV="/dev/$(sed -n 's/^DEVNAME=//p' "$u")"
-    break
-  fi
-done
-[ -n "$ROOT_DEV" ] || fatal "no partition named $ROOT_LABEL on /dev/$disk"
+find_part() {
+  for u in "/sys/class/block/$disk"/*/uevent; do
+    [ -f "$u" ] || continue
+    if grep -qx "PARTNAME=$1" "$u"; then
+      echo "/dev/$(sed -n 's/^DEVNAME=//p' "$u")"
+      return 0
+    fi
+  done
+  return 1
+}
+ROOT_DEV=$(find_part "$ROOT_LABEL") || fatal "no partition named $ROOT_LABEL on /dev/$disk"
 say "root $ROOT_DEV (PARTLABEL=$ROOT_LABEL)"
 
 # --- 3. dm-verity ---------------------------------------------------------------
@@ -169,7 +178,119 @@ if [ ! -e /sysroot/etc/.acl-factory-populated ]; then
   sync
 fi
 
-# --- 5. switch_root ------------------------------------------------------------
+# --- 5. Ignition, on the first boot only ------------------------------------------
+# The first boot is the one that finds FIRST_BOOT_FLAG on the ESP (as Flatcar keeps it); the flag is
+# removed only after Ignition succeeded, so a failed first boot is retried whole on the next boot.
+# Debian's engine runs from the image's own /usr, chrooted into the new root: it reads
+# /usr/lib/ignition/base.d there, and the useradd, usermod and systemctl it calls are the image's.
+IGN=/run/acl-ignition
+ign_cleanup() {
+  [ -n "$IGN_SELINUX" ] && rm -f /sysroot/etc/selinux/config && rmdir /sysroot/etc/selinux 2>/dev/null
+  IGN_SELINUX=""
+  for m in run sys proc dev; do umount "/sysroot/$m" 2>/dev/null; done
+  umount "$IGN/oem" 2>/dev/null
+}
+ign_fail() {
+  if [ -f "$IGN/log" ]; then
+    # its problems, not the config it dumps
+    echo "acl-init: what Ignition reported:"
+    { grep -E '^(CRITICAL|ERROR|WARNING) ' "$IGN/log" || tail -n 15 "$IGN/log"; } | tail -n 12 | sed 's/^/  ignition: /'
+  fi
+  ign_cleanup
+  umount /run/acl/esp 2>/dev/null
+  fatal "Ignition failed: $*; the first boot is not marked done, so the next boot runs it again"
+}
+run_ignition() {
+  mkdir -p "$IGN/bin" "$IGN/oem"
+  # where the user config comes from: the first of the image's platforms that has one
+  platform=""; from=""
+  for p in $IGNITION_PLATFORMS; do
+    case "$p" in
+      qemu)
+        if [ -e /sys/firmware/qemu_fw_cfg/by_name/opt/com.coreos/config/raw ]; then
+          platform="qemu"; from="QEMU fw_cfg opt/com.coreos/config"; break
+        fi ;;
+      file)
+        if oem_dev=$(find_part OEM) && mount -t ext4 -o ro "$oem_dev" "$IGN/oem" 2>/dev/null; then
+          if [ -f "$IGN/oem/config.ign" ]; then
+            platform="file"; from="config.ign on the OEM partition ($oem_dev)"; cfg="$IGN/oem/config.ign"; break
+          fi
+          umount "$IGN/oem"
+        fi ;;
+    esac
+  done
+  if [ -z "$platform" ]; then
+    # no user config: the image's base config (base.d) still applies
+    platform="file"; from="none (only the image's base config)"; cfg="$IGN/none.ign"
+    echo '{"ignition":{"version":"3.3.0"}}' > "$cfg"
+  fi
+  say "ignition: first boot; user config: $from"
+  # Workarounds for Debian's build of the engine, in a folder put first on its PATH:
+  # - platform qemu runs `modprobe qemu_fw_cfg`; /init loaded it with insmod already, and the
+  #   image may have no modprobe: succeed when every module named is loaded
+  cat > "$IGN/bin/modprobe" <<'EOS'
+#!/bin/sh
+for m in "$@"; do case "$m" in -*) ;; *) [ -d "/sys/module/$m" ] || { echo "modprobe: $m is not loaded (acl's initramfs loads only qemu_fw_cfg)" >&2; exit 1; }; esac; done
+EOS
+  # - SELinux relabelling is compiled in: at the end of the files stage it reads SELINUXTYPE from
+  #   /etc/selinux/config and runs setfiles. acl images have no SELinux policy: a setfiles that
+  #   does nothing, and a config that exists only while Ignition runs
+  printf '#!/bin/sh\nexit 0\n' > "$IGN/bin/setfiles"
+  chmod 0755 "$IGN/bin/modprobe" "$IGN/bin/setfiles"
+  IGN_SELINUX=""
+  if [ ! -e /sysroot/etc/selinux/config ]; then
+    mkdir -p /sysroot/etc/selinux
+    printf 'SELINUX=disabled\nSELINUXTYPE=targeted\n' > /sysroot/etc/selinux/config
+    IGN_SELINUX=1
+  fi
+  for m in dev proc sys run; do mount --bind "/$m" "/sysroot/$m" || ign_fail "cannot bind /$m into /sysroot"; done
+  # - IGNITION_WRITE_AUTHORIZED_KEYS_FRAGMENT=false: keys go to ~/.ssh/authorized_keys, the file
+  #   Debian's sshd reads (the default, a fragment in authorized_keys.d, is read by nothing)
+  t0=$(cut -d. -f1 /proc/uptime)
+  for stage in fetch-offline files; do
+    env -i PATH="$IGN/bin:/usr/sbin:/usr/bin:/sbin:/bin" IGNITION_CONFIG_FILE="${cfg:-}" IGNITION_WRITE_AUTHORIZED_KEYS_FRAGMENT=false \
+      chroot /sysroot "$IGNITION_ENGINE" -platform "$platform" -stage "$stage" -root / -log-to-stdout \
+      -config-cache "$IGN/config.json" -state-file "$IGN/state.json" >> "$IGN/log" 2>&1 \
+      || ign_fail "stage $stage exited with status $?"
+    # a config with a remote source (http, tftp, s3, …) asks for networking, which this initramfs has not
+    [ -e /run/ignition/neednet ] && ign_fail "the config needs the network (a remote source): acl's initramfs reads configs offline only; inline the data or use local files"
+  done
+  # presets: `enabled` units are written as presets (20-ignition.preset), which systemd applies only
+  # on its own first boot (not one here: /etc/machine-id is never "uninitialized"), so apply exactly
+  # the units that file names, leaving every other unit as the image built it
+  presets=/sysroot/etc/systemd/system-preset/20-ignition.preset
+  if [ -f "$presets" ]; then
+    units=$(sed -n 's/^[[:space:]]*\(enable\|disable\)[[:space:]]\{1,\}\([^[:space:]]\{1,\}\).*$/\2/p' "$presets" | sort -u | tr '\n' ' ')
+    if [ -n "$units" ]; then
+      # shellcheck disable=SC2086 # one word per unit
+      env -i PATH=/usr/sbin:/usr/bin chroot /sysroot systemctl preset --preset-mode=full $units >> "$IGN/log" 2>&1 \
+        || ign_fail "systemctl preset $units failed"
+      say "ignition: presets applied to $(echo $units)"
+    fi
+  fi
+  ign_cleanup
+  cp "$IGN/log" /sysroot/var/log/acl-ignition.log 2>/dev/null
+  say "ignition: applied in $(( $(cut -d. -f1 /proc/uptime) - t0 ))s (log in /var/log/acl-ignition.log)"
+}
+if [ "$IGNITION" = 1 ]; then
+  load "$IGNITION_MODULES"
+  ESP_DEV=$(find_part EFI-SYSTEM) || fatal "no partition named EFI-SYSTEM on /dev/$disk (Ignition's first-boot flag lives there)"
+  mkdir -p /run/acl/esp
+  mount -t vfat -o ro "$ESP_DEV" /run/acl/esp || fatal "cannot mount the ESP ($ESP_DEV) to look for Ignition's first-boot flag"
+  if [ -e "/run/acl/esp/$FIRST_BOOT_FLAG" ]; then
+    [ -x "/sysroot$IGNITION_ENGINE" ] || ign_fail "no Ignition engine at $IGNITION_ENGINE in the image"
+    run_ignition
+    if ! { mount -o remount,rw /run/acl/esp && rm -f "/run/acl/esp/$FIRST_BOOT_FLAG" && sync; }; then
+      fatal "Ignition succeeded but the first-boot flag $FIRST_BOOT_FLAG could not be removed from the ESP"
+    fi
+    say "ignition: first boot done (flag removed from the ESP)"
+  else
+    say "ignition: not the first boot (no $FIRST_BOOT_FLAG on the ESP): skipped"
+  fi
+  umount /run/acl/esp
+fi
+
+# --- 6. switch_root ------------------------------------------------------------
 [ -x "/sysroot$NEXT_INIT" ] || [ -L "/sysroot$NEXT_INIT" ] || fatal "no $NEXT_INIT in the image"
 for m in dev proc sys run; do
   mount --move "/$m" "/sysroot/$m"

@@ -223,6 +223,22 @@ const Systemd = z
   })
   .describe("systemd units to enable");
 
+export const IGNITION_PLATFORMS = ["qemu", "file"] as const;
+
+const Ignition = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe("Run Debian's Ignition (the `ignition` package must be in the image) from the initramfs on first boot; false keeps the section but turns it off"),
+    platforms: z
+      .array(z.enum(IGNITION_PLATFORMS))
+      .min(1)
+      .default(["qemu", "file"])
+      .refine((a) => new Set(a).size === a.length, "lists a platform twice")
+      .describe("Where the user config comes from, first found wins: `qemu` (fw_cfg opt/com.coreos/config), `file` (config.ign on the OEM partition)"),
+    base: specFile("Butane config (flatcar 1.0.0 / fcos 1.4.0: Ignition spec 3.3.0) translated at build time into /usr/lib/ignition/base.d/, merged under every user config").optional(),
+    files_dir: specDir("Folder the base config's local files (`local:`, trees) are read from; default none").optional(),
+  })
+  .describe("First-boot provisioning by Ignition");
+
 const Policy = z
   .strictObject({
     allow_setuid: z.array(absPath).default([]).describe("setuid/setgid files allowed in the image"),
@@ -266,6 +282,7 @@ export const ImageSpecSchema = z
     signing: Signing.optional(),
     secureboot: SecureBoot.optional(),
     update: Update.default({ tries: 3 }),
+    ignition: Ignition.optional(),
     policy: Policy.default({ allow_setuid: [] }),
     aks: Aks.optional(),
   })

@@ -5,6 +5,7 @@
  *   EFI/systemd/systemd-bootx64.efi  systemd-boot (its own path, for boot entries made later)
  *   EFI/Linux/acl-A.efi              slot A's UKI: stub + .osrel + .cmdline + .linux + .initrd
  *   loader/loader.conf               timeout 0, editor off, no default
+ *   acl/first_boot                   only with [ignition]: Ignition has not run yet (FIRST_BOOT_FLAG)
  *
  * A UKI is made for each slot; a fresh disk carries slot A's, good
  * (uncounted); slot B's goes into the update payload. Each UKI carries its
@@ -16,7 +17,7 @@
  * them right after the stub's last section gave "Load Error".
  */
 import { copyFile, mkdir, rm, utimes, writeFile, readFile, stat, rename } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { run, tools, type Requirement } from "../../adapters/exec.js";
 import { UserError } from "../../errors.js";
 import { withPeTimestamp } from "../../formats/pe.js";
@@ -28,6 +29,8 @@ export const SYSTEMD_BOOT_EFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 export const UKI_STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
 /** The ESP's two copies of systemd-boot: the removable-media fallback firmware boots, and its own path. */
+/** On the ESP of an image with [ignition] until its first boot has run Ignition successfully (Flatcar keeps flatcar/first_boot there). */
+export const FIRST_BOOT_FLAG = "acl/first_boot";
 export const ESP_LOADERS = ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"] as const;
 
 /** The boot loader and stub from systemd-boot-efi, objcopy to make UKIs. */
@@ -75,6 +78,8 @@ export interface BuildEspOptions {
   extraCmdline?: string;
   osRelease: { name: string; version: string; microarch: string };
   sourceDateEpoch: number;
+  /** Write FIRST_BOOT_FLAG: the image runs Ignition on its first boot. */
+  firstBoot?: boolean;
   /** Secure Boot: sign an EFI binary in place (each boot loader copy, and each UKI before it is copied to the ESP). */
   sign?: (file: string) => Promise<void>;
   reporter?: Reporter;
@@ -183,6 +188,10 @@ export async function buildEsp(opts: BuildEspOptions): Promise<EspResult> {
   }
   if (!opts.slots.some((s) => s.slot === opts.espSlot)) throw new UserError(`buildEsp: slot ${opts.espSlot} has no UKI to put on the ESP`);
   await writeFile(join(d, "loader/loader.conf"), loaderConf());
+  if (opts.firstBoot) {
+    await mkdir(join(d, dirname(FIRST_BOOT_FLAG)), { recursive: true });
+    await writeFile(join(d, FIRST_BOOT_FLAG), "");
+  }
   await mkdir(opts.ukiDir, { recursive: true });
   const work = join(d, ".acl-work");
   await mkdir(work, { recursive: true });

@@ -11,7 +11,11 @@
  *   4. Mount ROOT (by GPT partition name, on the same disk) read-write as the
  *      new root, /usr read-only from dm-verity, the merged-/usr skeleton, and
  *      /etc (and /var, /home, … ) from /usr/share/factory on first boot.
- *   5. switch_root into systemd or busybox init.
+ *   5. On the first boot of an image with [ignition] (the ESP holds
+ *      FIRST_BOOT_FLAG): Debian's Ignition from the image's /usr, chrooted
+ *      into the new root, stages fetch-offline then files; the presets it
+ *      wrote; the flag removed only after success. A failure stops the boot.
+ *   6. switch_root into systemd or busybox init.
  * Every step prints an `acl-init: ...` marker on the console so a test (or a
  * person on Azure's serial console) sees the last stage reached.
  *
@@ -31,6 +35,8 @@ import { BugError } from "../../errors.js";
 import { requiredCpuFlags, type Microarch } from "../../formats/microarch.js";
 import { dataText } from "../../util/data.js";
 import { renderTemplate } from "../../util/template.js";
+import { IGNITION_ENGINE } from "../rootfs/ignition.js";
+import { FIRST_BOOT_FLAG } from "./esp.js";
 
 export type CorruptionPolicy = "restart" | "panic";
 export type InitKind = "systemd" | "busybox";
@@ -46,6 +52,8 @@ export interface InitScriptOptions {
   hardwareModules?: { hyperv?: readonly string[]; virtioScsi?: readonly string[]; ahci?: readonly string[] };
   /** Loaded only when /usr is not erofs. */
   squashfsModules?: readonly string[];
+  /** Run Ignition on first boot: the platforms to read, in order, and the modules that takes (fw_cfg, vfat for the ESP's flag). */
+  ignition?: { platforms: readonly string[]; modules: readonly string[] };
 }
 
 export const INIT_PATHS: Record<InitKind, string> = {
@@ -61,8 +69,8 @@ const SAFE = /^[A-Za-z0-9._+\-/]+$/;
 /** Render /init for one image. Values are checked so nothing needs shell quoting. */
 export function renderInitScript(o: InitScriptOptions): string {
   const hw = o.hardwareModules ?? {};
-  const all = [...o.modules, ...(hw.hyperv ?? []), ...(hw.virtioScsi ?? []), ...(hw.ahci ?? []), ...(o.squashfsModules ?? [])];
-  for (const [k, v] of [["release", o.release], ...all.map((m) => ["module", m] as const)] as const) {
+  const all = [...o.modules, ...(hw.hyperv ?? []), ...(hw.virtioScsi ?? []), ...(hw.ahci ?? []), ...(o.squashfsModules ?? []), ...(o.ignition?.modules ?? [])];
+  for (const [k, v] of [["release", o.release], ...all.map((m) => ["module", m] as const), ...(o.ignition?.platforms ?? []).map((p) => ["platform", p] as const)] as const) {
     if (!SAFE.test(v)) throw new BugError(`initramfs: unsafe ${k} '${v}'`);
   }
   const values: Record<string, string> = {
@@ -76,6 +84,11 @@ export function renderInitScript(o: InitScriptOptions): string {
     VIRTIO_SCSI_MODULES: (hw.virtioScsi ?? []).join(" "),
     AHCI_MODULES: (hw.ahci ?? []).join(" "),
     SQUASHFS_MODULES: (o.squashfsModules ?? []).join(" "),
+    IGNITION: o.ignition ? "1" : "0",
+    IGNITION_PLATFORMS: (o.ignition?.platforms ?? []).join(" "),
+    IGNITION_MODULES: (o.ignition?.modules ?? []).join(" "),
+    FIRST_BOOT_FLAG,
+    IGNITION_ENGINE: `/${IGNITION_ENGINE}`,
   };
   return renderTemplate(dataText(INIT_TEMPLATE), values, INIT_TEMPLATE);
 }

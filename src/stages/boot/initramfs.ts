@@ -33,8 +33,14 @@ export const HARDWARE_MODULES = {
   virtioScsi: ["virtio_scsi", "sd_mod"],
   ahci: ["ahci", "sd_mod"],
 } as const;
-/** Shipped too, loaded only when needed (squashfs when /usr is not erofs). */
-export const ON_DEMAND_MODULES = ["squashfs", "overlay", "vfat"] as const;
+/**
+ * Loaded by /init only in an image with [ignition]: the ESP's FAT (its first-boot flag; FAT's
+ * code page and UTF-8 tables as Debian's defaults name them) and, for platform qemu, fw_cfg.
+ */
+export const IGNITION_MODULES = ["vfat", "nls_cp437", "nls_ascii", "nls_utf8"] as const;
+export const FW_CFG_MODULE = "qemu_fw_cfg";
+/** Shipped too, loaded only when needed (squashfs when /usr is not erofs; the Ignition ones). */
+export const ON_DEMAND_MODULES = ["squashfs", "overlay", ...IGNITION_MODULES, FW_CFG_MODULE] as const;
 export const INITRAMFS_MODULES = [
   ...BOOT_MODULES, ...HARDWARE_MODULES.hyperv, ...HARDWARE_MODULES.virtioScsi, ...HARDWARE_MODULES.ahci, ...ON_DEMAND_MODULES,
 ].filter((m, i, a) => a.indexOf(m) === i);
@@ -63,6 +69,8 @@ export interface BuildInitramfsOptions {
   sourceDateEpoch: number;
   /** Default "gzip". */
   compression?: "gzip" | "none";
+  /** The image runs Ignition on first boot, reading these platforms in order. */
+  ignition?: { platforms: readonly string[] };
   reporter?: Reporter;
 }
 
@@ -222,13 +230,21 @@ export async function buildInitramfs(opts: BuildInitramfsOptions): Promise<Initr
     return c.missing.includes(names[0]!) ? [] : c.order.map(plain);
   };
   const hardware = { hyperv: group(HARDWARE_MODULES.hyperv), virtioScsi: group(HARDWARE_MODULES.virtioScsi), ahci: group(HARDWARE_MODULES.ahci) };
+  let ignition: { platforms: readonly string[]; modules: string[] } | undefined;
+  if (opts.ignition) {
+    const names = [...IGNITION_MODULES, ...(opts.ignition.platforms.includes("qemu") ? [FW_CFG_MODULE] : [])];
+    const c = moduleClosure(dep, builtin, names);
+    // a missing vfat means the flag cannot be read: every boot would be a first boot, or none
+    if (c.missing.includes("vfat")) throw new UserError(`kernel ${opts.release} has no vfat (as a module or built in): the initramfs cannot read Ignition's first-boot flag on the ESP`, { hint: "use a kernel package with FAT support, such as linux-image-cloud-amd64" });
+    ignition = { platforms: opts.ignition.platforms, modules: c.order.map(plain) };
+  }
 
   add({
     path: "init",
     type: "file",
     perm: 0o755,
     data: new TextEncoder().encode(
-      renderInitScript({ release: opts.release, microarch: opts.microarch, corruption: opts.corruption, init: opts.init, modules: loadOrder, hardwareModules: hardware, squashfsModules: squashfsOrder }),
+      renderInitScript({ release: opts.release, microarch: opts.microarch, corruption: opts.corruption, init: opts.init, modules: loadOrder, hardwareModules: hardware, squashfsModules: squashfsOrder, ignition }),
     ),
   });
   add({ path: "etc/initrd-release", type: "file", perm: 0o644, data: new TextEncoder().encode(`NAME="acl initramfs"\nID=acl-initrd\n`) });

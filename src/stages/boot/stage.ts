@@ -54,6 +54,7 @@ export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; usr: S
       init: spec.init,
       outFile: join(io.dir, "initramfs.img"),
       sourceDateEpoch: ctx.epoch,
+      ignition: spec.ignition?.enabled ? { platforms: spec.ignition.platforms } : undefined,
       reporter: ctx.reporter,
     });
     const espDir = join(io.dir, "esp");
@@ -72,6 +73,7 @@ export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; usr: S
       extraCmdline: spec.kernel.cmdline.join(" "),
       osRelease: { name: spec.name, version: spec.version, microarch: spec.microarch },
       sourceDateEpoch: ctx.epoch,
+      firstBoot: Boolean(spec.ignition?.enabled),
       sign: ctx.secureBoot ? (f) => sbsign(f, ctx.secureBoot!, ctx.epoch) : undefined,
     });
     const ukis = Object.fromEntries(esp.ukis.map((u) => [u.slot, u.path])) as Record<Slot, string>;

@@ -15,6 +15,7 @@ import { sha256Hex } from "../../util/hash.js";
 import { installBusyboxApplets } from "./busybox.js";
 import { applyFiles, applyUsers, enableUnits, stampOsRelease } from "./customize.js";
 import { installGuestChecks } from "./guest-checks.js";
+import { installIgnition, translateBase } from "./ignition.js";
 import { AB_REQUIREMENTS, installAbNode, updateKeyPem } from "./ab-node.js";
 import { assertIsaWithin, auditIsa } from "./isa-audit.js";
 import { installKernel, KERNEL_TOOLS, resolveKernelPackage } from "./kernel.js";
@@ -86,6 +87,8 @@ async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number): Promise<R
     microarch: spec.microarch,
     policy: spec.policy,
     update: spec.update,
+    // the base config as baked: its Butane text and its local files both show in the JSON
+    ignition: spec.ignition && { ...spec.ignition, base: (await translateBase(spec))?.json, files_dir: undefined },
     name: spec.name,
     version: spec.version,
     sourceDateEpoch: epoch,
@@ -129,6 +132,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
   await applyFiles(root, spec);
   await applyUsers(root, spec, ctx.epoch);
   const etcLinksEnabled = await enableUnits(root, spec);
+  await installIgnition(root, spec, await translateBase(spec, r));
   await stampOsRelease(root, spec);
   io.progress.progress(spec.sources.length + 1, steps, "customize");
 
