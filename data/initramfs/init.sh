@@ -260,12 +260,12 @@ EOS
   # the units that file names, leaving every other unit as the image built it
   presets=/sysroot/etc/systemd/system-preset/20-ignition.preset
   if [ -f "$presets" ]; then
-    units=$(sed -n 's/^[[:space:]]*\(enable\|disable\)[[:space:]]\{1,\}\([^[:space:]]\{1,\}\).*$/\2/p' "$presets" | sort -u | tr '\n' ' ')
+    units=$(sed -n 's/^[[:space:]]*\(enable\|disable\)[[:space:]]\{1,\}\([^[:space:]]\{1,\}\).*$/\2/p' "$presets" | sort -u | tr '\n' ' ' | sed 's/ $//')
     if [ -n "$units" ]; then
       # shellcheck disable=SC2086 # one word per unit
       env -i PATH=/usr/sbin:/usr/bin chroot /sysroot systemctl preset --preset-mode=full $units >> "$IGN/log" 2>&1 \
         || ign_fail "systemctl preset $units failed"
-      say "ignition: presets applied to $(echo $units)"
+      say "ignition: presets applied to $units"
     fi
   fi
   ign_cleanup
