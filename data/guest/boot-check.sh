@@ -136,6 +136,76 @@ check secureboot ok "${sb:-not reported by the kernel}"
 pcr=/sys/class/tpm/tpm0/pcr-sha256/11
 if [ -r "$pcr" ]; then check pcr11 ok "$(cat "$pcr")"; else check pcr11 skip "no TPM 2.0 with a sha256 bank"; fi
 
+# What Ignition left, as `acl boot-test --ignition` asks for it through fw_cfg: one probe per line
+# ("file PATH", "dir PATH", "link PATH", "hardlink PATH TARGET", "user NAME", "group NAME",
+# "unit NAME", "dropin UNIT NAME"); each answer is an ACL-IGN line of facts the host compares
+# with the config. Paths have no spaces (the host does not ask about others).
+probes=/sys/firmware/qemu_fw_cfg/by_name/opt/dev.acl/ignition-probes/raw
+sha() { sha256sum < "$1" | cut -d' ' -f1; }
+owner() { stat -c '%a %u %g %U %G' "$1"; }
+if [ -r "$probes" ]; then
+  n=0
+  while read -r kind a b; do
+    [ -n "$kind" ] || continue
+    n=$((n + 1))
+    case "$kind" in
+      file)
+        if [ -L "$a" ] || [ ! -f "$a" ]; then echo "ACL-IGN file $a missing"
+        else echo "ACL-IGN file $a $(owner "$a") $(sha "$a")"; fi ;;
+      dir)
+        if [ -L "$a" ] || [ ! -d "$a" ]; then echo "ACL-IGN dir $a missing"
+        else echo "ACL-IGN dir $a $(owner "$a")"; fi ;;
+      link)
+        if [ -L "$a" ]; then echo "ACL-IGN link $a $(readlink "$a")"; else echo "ACL-IGN link $a missing"; fi ;;
+      hardlink)
+        if [ -f "$a" ] && [ -f "$b" ]; then echo "ACL-IGN hardlink $a $(stat -c %i "$a") $(stat -c %i "$b")"; else echo "ACL-IGN hardlink $a missing"; fi ;;
+      user)
+        entry=$(grep "^$a:" /etc/passwd | head -n 1)
+        if [ -z "$entry" ]; then echo "ACL-IGN user $a missing"; continue; fi
+        uid=$(echo "$entry" | cut -d: -f3); gid=$(echo "$entry" | cut -d: -f4)
+        home=$(echo "$entry" | cut -d: -f6); shell=$(echo "$entry" | cut -d: -f7)
+        echo "ACL-IGN user $a $uid $gid $home $shell $(id -Gn "$a" | tr ' ' ',')"
+        keys="$home/.ssh/authorized_keys"
+        if [ -f "$keys" ]; then
+          echo "ACL-IGN keysfile $a $(owner "$keys")"
+          while IFS= read -r k; do
+            [ -n "$k" ] || continue
+            case "$k" in "#"*) continue ;; esac
+            echo "ACL-IGN key $a $(printf '%s' "$k" | sha256sum | cut -d' ' -f1)"
+          done < "$keys"
+        fi ;;
+      group)
+        entry=$(grep "^$a:" /etc/group | head -n 1)
+        if [ -z "$entry" ]; then echo "ACL-IGN group $a missing"; else echo "ACL-IGN group $a $(echo "$entry" | cut -d: -f3)"; fi ;;
+      unit)
+        st=""; res=""; left=0
+        while IFS='=' read -r k v; do
+          case "$k" in
+            ActiveState) st="$v" ;;
+            Result) res="$v" ;;
+            InactiveEnterTimestampMonotonic) left="$v" ;;
+          esac
+        done <<EOF
+$(systemctl show -p ActiveState -p Result -p InactiveEnterTimestampMonotonic "$a" 2>/dev/null)
+EOF
+        f="/etc/systemd/system/$a"
+        if [ -f "$f" ] && [ ! -L "$f" ]; then us=$(sha "$f"); else us=-; fi
+        en=$(systemctl is-enabled "$a" 2>/dev/null)
+        echo "ACL-IGN unit $a ${en:-unknown} ${st:-unknown} ${res:-unknown} ${left:-0} $us" ;;
+      dropin)
+        f="/etc/systemd/system/$a.d/$b"
+        if [ ! -f "$f" ]; then echo "ACL-IGN dropin $a $b missing"; continue; fi
+        case " $(systemctl show -p DropInPaths --value "$a" 2>/dev/null) " in
+          *" $f "*) loaded=loaded ;;
+          *) loaded=not-loaded ;;
+        esac
+        echo "ACL-IGN dropin $a $b $(sha "$f") $loaded" ;;
+      *) echo "ACL-IGN unknown $kind" ;;
+    esac
+  done < "$probes"
+  echo "ACL-IGN done $n"
+fi
+
 echo "ACL-CHECK done $failures"
 sync
 if [ "$INIT_KIND" = systemd ]; then

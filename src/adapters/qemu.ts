@@ -46,6 +46,8 @@ export interface QemuBootOptions {
   tpmDir?: string;
   /** SMBIOS type 11 vendor strings (seen by the guest in /sys/firmware/dmi/entries/11-*). */
   smbiosStrings?: string[];
+  /** QEMU fw_cfg files (`-fw_cfg name=NAME,file=FILE`): Ignition's config, the boot test's probes. */
+  fwCfg?: { name: string; file: string }[];
   memoryMiB?: number;
   smp?: number;
   /** Let the guest reboot (A/B scenarios: boot counting needs the loader to run again); default: a reboot ends the run. */
@@ -114,6 +116,11 @@ export function qemuArgv(o: QemuBootOptions): string[] {
   for (const s of o.smbiosStrings ?? []) {
     if (s.includes(",")) throw new UserError(`SMBIOS string '${s}' must not contain a comma`);
     a.push("-smbios", `type=11,value=${s}`);
+  }
+  for (const f of o.fwCfg ?? []) {
+    if (!/^opt\/[A-Za-z0-9._\/-]+$/.test(f.name)) throw new UserError(`fw_cfg name '${f.name}' must start with opt/ and hold only letters, digits, '.', '_', '-' and '/'`);
+    if (f.file.includes(",")) throw new UserError(`fw_cfg file '${f.file}' must not contain a comma (QEMU's option syntax)`, { hint: "move it to a path without commas" });
+    a.push("-fw_cfg", `name=${f.name},file=${f.file}`);
   }
   if (o.firmware === "uefi") {
     if (!o.ovmfVars) throw new UserError("UEFI boot needs a per-run copy of OVMF_VARS.fd");

@@ -12,6 +12,7 @@ export default class BootTest extends AclCommand<BootTestResult> {
     "<%= config.bin %> boot-test out/minimal --cpu Haswell-v4 --cpu Nehalem --firmware uefi",
     "<%= config.bin %> boot-test out/container-host --case boot --junit out/boot.xml --keep-logs out/boot-logs",
     "<%= config.bin %> boot-test out/minimal-signed --secure-boot --tpm --case boot --case uki-tamper",
+    "<%= config.bin %> boot-test out/container-host --ignition butane/container-host.bu --ignition-files-dir butane/container-host --firmware direct",
     "<%= config.bin %> boot-test out/minimal --case ab-update --payload out/minimal-v2/minimal-1.1.0.update --key keys/acl-signing.pub",
   ];
 
@@ -32,6 +33,8 @@ export default class BootTest extends AclCommand<BootTestResult> {
     key: Flags.string({ description: "A/B cases: public key (PEM) the payloads are signed by" }),
     "secure-boot": Flags.boolean({ description: "boot under Secure Boot (OVMF's SMM build with the snakeoil test key in db): a signed image must boot with the kernel reporting Secure Boot enabled, an unsigned or tampered one (case uki-tamper) be refused by the firmware" }),
     tpm: Flags.boolean({ description: "attach a vTPM (swtpm): PCR 11 read by the guest must equal the manifest's prediction for slot A" }),
+    ignition: Flags.string({ helpValue: "FILE", description: "a Butane (translated on the fly) or Ignition config given to the guest through QEMU's fw_cfg: each boot at the image's level boots twice, the first must apply it (every file, link, user, key and unit checked on the guest), the second must keep it and not run Ignition" }),
+    "ignition-files-dir": Flags.string({ helpValue: "DIR", description: "folder of a Butane --ignition config's local files (as acl butane -d)", dependsOn: ["ignition"] }),
     tries: Flags.integer({ description: "A/B cases: boot tries each installed payload gets", default: 3, min: 1, max: 15 }),
   };
 
@@ -52,6 +55,8 @@ export default class BootTest extends AclCommand<BootTestResult> {
       tries: flags.tries,
       secureBoot: flags["secure-boot"],
       tpm: flags.tpm,
+      ignition: flags.ignition,
+      ignitionFilesDir: flags["ignition-files-dir"],
       reporter: this.reporter(),
     });
     if (!this.jsonEnabled()) {

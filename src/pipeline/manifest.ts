@@ -159,6 +159,10 @@ export const Manifest = z.strictObject({
     .optional(),
   aks: AksInfo.optional(),
   boot: BootInfo.optional(),
+  /** The image runs Ignition at first boot ([ignition]): where it reads the user config, the base config it carries, the ESP flag. */
+  ignition: z
+    .strictObject({ platforms: z.array(z.string()), baseConfig: z.string().optional(), firstBootFlag: z.string() })
+    .optional(),
 });
 export type Manifest = z.infer<typeof Manifest>;
 

@@ -4,7 +4,7 @@
  * serial console. Reads everything from the build manifest; never writes
  * into OUT_DIR (each run boots a qcow2 overlay in a scratch folder).
  */
-import { copyFile, mkdir, mkdtemp, rm, writeFile, access } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, writeFile, access } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { bootQemu, createOverlay, prepareOvmfVars, readByte, writeByte, type Firmware, type QemuBootResult } from "../adapters/qemu.js";
@@ -13,7 +13,11 @@ import {
   defaultModelFor, findModel, loadCases, loadCpuModels, QEMU_DIR,
   type BootCase, type CpuModel, type Level,
 } from "../config/qemu-cases.js";
-import { UserError } from "../errors.js";
+import { formatReport, loadButane } from "../config/butane.js";
+import { UserError, fsReason } from "../errors.js";
+import { goJson } from "../formats/butane/translate.js";
+import { ENGINE_SPEC, remoteSources } from "../stages/rootfs/ignition.js";
+import { CONFIG_FW_CFG, ignitionBootMarkers, judgeIgnition, planIgnitionProbes, PROBES_FW_CFG, type IgnitionPlan } from "./boot-ignition.js";
 import { levelBelow, microarchRank } from "../formats/microarch.js";
 import type { Reporter } from "../output/reporter.js";
 import { espOffset, readManifest, type Manifest } from "../pipeline/manifest.js";
@@ -55,6 +59,10 @@ export interface BootTestOptions {
   secureBoot?: boolean;
   /** Attach a vTPM (swtpm): the guest's PCR 11 must equal the manifest's prediction for slot A. */
   tpm?: boolean;
+  /** A Butane or Ignition config handed to the guest through fw_cfg: each boot run boots twice (Ignition applies it; the second boot keeps it and does not run Ignition). */
+  ignition?: string;
+  /** The files dir of a Butane --ignition config (its `local:` files). */
+  ignitionFilesDir?: string;
   reporter?: Reporter;
 }
 
@@ -87,6 +95,8 @@ export function planRuns(opts: {
   secureBoot?: { signed: boolean };
   /** A vTPM is attached: PCR 11 is only measured through the UKI, so UEFI only. */
   tpm?: boolean;
+  /** Provisioning runs: only boots at the image's level (below it the CPU gate stops the boot before Ignition). */
+  ignition?: boolean;
 }): PlannedRun[] {
   const runs: PlannedRun[] = [];
   const meets = (c: CpuModel) => microarchRank(c.level) >= microarchRank(opts.imageLevel);
@@ -104,6 +114,7 @@ export function planRuns(opts: {
   }
   for (const bc of opts.cases) {
     if (bc.meta.kind === "uki-tamper") continue; // only means something under Secure Boot
+    if (opts.ignition && bc.meta.kind !== "boot") continue;
     if (bc.meta.kind === "ab") {
       // one scenario, UEFI from the disk alone (boot counting lives in the loader), on a CPU at the image's level
       const cpu = opts.cpus?.find(meets) ?? opts.defaults.at;
@@ -125,6 +136,7 @@ export function planRuns(opts: {
       add(opts.defaults.at, opts.firmware ?? bc.meta.matrix.atLevel);
       if (bc.meta.kind !== "tamper") add(opts.defaults.below, opts.firmware ?? bc.meta.matrix.belowLevel);
     }
+    if (opts.ignition) pairs = pairs.filter((x) => meets(x.cpu));
     for (const { cpu, fw } of pairs) {
       const expected: Expectation = bc.meta.kind === "tamper" ? "refuse-verity" : meets(cpu) ? "boot" : "refuse-cpu";
       runs.push({ id: `${bc.name}-${cpu.name}-${fw}`, bootCase: bc, cpu, firmware: fw, expected });
@@ -188,6 +200,62 @@ export function junitXml(r: BootTestResult, tails: Map<string, string>): string 
   ].join("\n");
 }
 
+/** The --ignition config: Ignition JSON as given, or Butane translated as `acl butane` would. */
+export async function loadIgnitionInput(file: string, filesDir: string | undefined, m: Manifest, outDir: string, reporter?: Reporter): Promise<{ json: string; plan: IgnitionPlan }> {
+  if (!m.ignition) throw new UserError(`${m.name} ${m.version} does not run Ignition: its spec has no [ignition] section`, { file: join(outDir, "manifest.json"), hint: 'add [ignition] to the spec and "ignition" to its packages, then rebuild' });
+  if (!m.ignition.platforms.includes("qemu"))
+    throw new UserError(`${m.name} reads Ignition configs only from ${m.ignition.platforms.join(", ")}; --ignition hands the config to QEMU's fw_cfg`, { file: join(outDir, "manifest.json"), hint: 'add "qemu" to [ignition] platforms and rebuild' });
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    throw new UserError(`cannot read ${file}: ${fsReason(e)}`, { file, key: "--ignition", hint: "pass a Butane (.bu) or Ignition (.ign) file" });
+  }
+  let config: Record<string, unknown>;
+  let version: string | undefined;
+  if (/^\s*\{/.test(text)) {
+    try {
+      config = JSON.parse(text) as Record<string, unknown>;
+    } catch (e) {
+      throw new UserError(`${file} is not valid JSON: ${(e as Error).message}`, { file, hint: "pass an Ignition config, or a Butane YAML file" });
+    }
+    version = (config.ignition as { version?: unknown } | undefined)?.version as string | undefined;
+    if (typeof version !== "string") throw new UserError(`${file} has no ignition.version`, { file, key: "ignition.version", hint: `an Ignition config starts {"ignition": {"version": "${ENGINE_SPEC}"}, …}` });
+  } else {
+    if (filesDir && !(await stat(filesDir).catch(() => undefined))?.isDirectory()) throw new UserError(`--ignition-files-dir ${filesDir} is not a folder`, { file: filesDir, hint: "pass the folder that holds the config's local files" });
+    const r = await loadButane({ text, name: file }, { filesDir });
+    for (const w of r.warnings) reporter?.warn(formatReport(file, w));
+    config = r.config;
+    version = r.ignitionVersion;
+  }
+  if (!/^3\.[0-3]\.0$/.test(version))
+    throw new UserError(`${file} is Ignition spec ${version}; the image's Ignition (Debian's 2.14) applies 3.0.0 to ${ENGINE_SPEC}`, { file, key: "ignition.version", hint: "write it as Butane variant: flatcar, version: 1.0.0 (Ignition 3.3.0)" });
+  const remote = remoteSources(config);
+  if (remote.length) throw new UserError(`${file} names remote sources, which the image's initramfs cannot fetch (it has no network): ${remote.join(", ")}`, { file, hint: "inline the contents (Butane: inline or local with --ignition-files-dir)" });
+  return { json: /^\s*\{/.test(text) ? text : goJson(config), plan: planIgnitionProbes(config) };
+}
+
+/** One boot of a provisioning run: the usual checks, what the initramfs said about Ignition, and the probes. */
+export function judgeProvisioning(plan: IgnitionPlan, lines: readonly string[], which: "first" | "again", base: { passed: boolean; reason: string }): { passed: boolean; reason: string } {
+  const mk = ignitionBootMarkers(lines);
+  if (mk.failure) {
+    const said = lines.find((l) => /ignition: (CRITICAL|ERROR) /.test(l))?.replace(/^.*ignition: /, "").trim();
+    return { passed: false, reason: `${mk.failure}${said ? ` (${said})` : ""}` };
+  }
+  if (which === "first") {
+    if (!mk.ran) return { passed: false, reason: "Ignition did not run on the first boot (no first-boot flag on the ESP, or an image built without [ignition])" };
+    if (!mk.done) return { passed: false, reason: `Ignition ran but the first boot was not marked done${base.passed ? "" : `: ${base.reason}`}` };
+  } else {
+    if (mk.ran) return { passed: false, reason: "Ignition ran again: the first-boot flag was not removed" };
+    if (!mk.skipped) return { passed: false, reason: `the initramfs did not report skipping Ignition${base.passed ? "" : `: ${base.reason}`}` };
+  }
+  if (!base.passed) return base;
+  const problems = judgeIgnition(plan, lines);
+  if (problems.length) return { passed: false, reason: `${which === "first" ? "after Ignition" : "on the second boot"}: ${problems.join("; ")}` };
+  const n = plan.expect.length;
+  return { passed: true, reason: which === "first" ? `Ignition applied the config, ${n} probes ok; ${base.reason}` : `second boot skipped Ignition and kept all ${n}` };
+}
+
 export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult> {
   const outDir = resolve(opts.outDir);
   const manifest = await readManifest(outDir);
@@ -212,12 +280,13 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
     throw new UserError(`${opts.secureBoot ? "--secure-boot" : "--tpm"} boots through the firmware and the UKI: it cannot be combined with --firmware direct`, { hint: "drop --firmware (UEFI is used)" });
   }
   const signed = Boolean(manifest.boot?.secureBoot);
-  const plan = planRuns({ imageLevel, cases, cpus, firmware: opts.firmware, defaults, secureBoot: opts.secureBoot ? { signed } : undefined, tpm: opts.tpm });
+  const plan = planRuns({ imageLevel, cases, cpus, firmware: opts.firmware, defaults, secureBoot: opts.secureBoot ? { signed } : undefined, tpm: opts.tpm, ignition: Boolean(opts.ignition) });
   if (opts.tpm && !manifest.boot) throw new UserError(`${join(outDir, "manifest.json")} has no PCR 11 prediction (boot.slots)`, { hint: "rebuild the image with this acl" });
   if (opts.secureBoot && !signed) opts.reporter?.warn("the image is not Secure Boot signed: firmware must refuse it (rebuild with --secureboot-key/--secureboot-cert to boot it)");
   const trusted = opts.secureBoot || opts.tpm
     ? { secureBoot: Boolean(opts.secureBoot), pcr11: opts.tpm ? (manifest.boot!.slots.A.pcr11Ready ?? manifest.boot!.slots.A.pcr11) : undefined }
     : undefined;
+  const provisioning = opts.ignition ? await loadIgnitionInput(opts.ignition, opts.ignitionFilesDir, manifest, outDir, opts.reporter) : undefined;
   if (!plan.length) throw new UserError("nothing to boot: the chosen CPU models, firmware and cases give no runs", { hint: "drop --cpu/--case or pick a CPU at the image's level" });
 
   const disk = artifactPath(manifest, outDir, ["disk-raw", "disk-qcow2"]);
@@ -243,6 +312,13 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
   const timeoutMs = (opts.timeoutSec ?? DEFAULT_TIMEOUT_SEC) * 1000;
   const tails = new Map<string, string>();
   try {
+    const fwCfg: { name: string; file: string }[] = [];
+    if (provisioning) {
+      await writeFile(join(scratch, "config.ign"), provisioning.json);
+      await writeFile(join(scratch, "probes"), provisioning.plan.probes);
+      fwCfg.push({ name: CONFIG_FW_CFG, file: join(scratch, "config.ign") }, { name: PROBES_FW_CFG, file: join(scratch, "probes") });
+      if (provisioning.plan.skipped.length) opts.reporter?.warn(`not probed on the guest (a space in the name): ${provisioning.plan.skipped.join(", ")}`);
+    }
     // one run's setup failure (qemu-img, qemu-io, a missing partition) fails that run, not the others
     const runs = await mapLimit(plan, opts.parallel ?? DEFAULT_PARALLEL, (p) =>
       runOne(p).catch((e: unknown): BootRun => ({
@@ -299,29 +375,53 @@ export async function runBootTest(opts: BootTestOptions): Promise<BootTestResult
         vars = join(dir, "OVMF_VARS.fd");
         await prepareOvmfVars(vars, opts.secureBoot);
       }
+      const bootOnce = async (serialLog: string) => {
+        const q = await bootQemu({
+          disk: overlay, diskFormat: bootFormat, diskBus: p.bootCase.meta.disk, cpu: p.cpu.name, firmware: p.firmware,
+          secureBoot: opts.secureBoot, tpmDir: opts.tpm && p.expected === "boot" ? join(dir, "tpm") : undefined,
+          kernel: kernel?.path, initrd: initrd?.path, append: manifest.kernel?.cmdline,
+          ovmfVars: vars, smbiosStrings: [BOOT_CHECK_REQUEST] /* through SMBIOS type 11: works for sealed UKI command lines too */, serialLog, timeoutMs, accel: opts.accel ?? "tcg",
+          fwCfg: p.expected === "boot" ? fwCfg : undefined,
+          // firmware that refused every boot option waits for a key press forever; a failed Ignition run reboots
+          stopOn: [/Kernel panic - not syncing/, /BdsDxe: No bootable option or device was found/, ...(provisioning ? [/acl-init: FATAL: /] : [])], graceMs: 1500,
+        });
+        const facts = parseConsole(q.lines);
+        const verdict = judge({ expected: p.expected, facts, qemu: q, imageLevel, cpuLevel: p.cpu.level, bootCase: p.bootCase, trusted: p.expected === "boot" ? trusted : undefined });
+        return { q, facts, verdict };
+      };
       const serialLog = join(dir, "serial.log");
-      const q = await bootQemu({
-        disk: overlay, diskFormat: bootFormat, diskBus: p.bootCase.meta.disk, cpu: p.cpu.name, firmware: p.firmware,
-        secureBoot: opts.secureBoot, tpmDir: opts.tpm && p.expected === "boot" ? join(dir, "tpm") : undefined,
-        kernel: kernel?.path, initrd: initrd?.path, append: manifest.kernel?.cmdline,
-        ovmfVars: vars, smbiosStrings: [BOOT_CHECK_REQUEST] /* through SMBIOS type 11: works for sealed UKI command lines too */, serialLog, timeoutMs, accel: opts.accel ?? "tcg",
-        // firmware that refused every boot option waits for a key press forever
-        stopOn: [/Kernel panic - not syncing/, /BdsDxe: No bootable option or device was found/], graceMs: 1500,
-      });
-      const facts = parseConsole(q.lines);
-      const verdict = judge({ expected: p.expected, facts, qemu: q, imageLevel, cpuLevel: p.cpu.level, bootCase: p.bootCase, trusted: p.expected === "boot" ? trusted : undefined });
+      const first = await bootOnce(serialLog);
+      let { q, facts, verdict } = first;
+      let durationMs = q.durationMs;
+      const logs = [serialLog];
+      if (provisioning && p.expected === "boot") {
+        // the first boot applies the config; the second, of the same disk, keeps it and runs no Ignition
+        const texts = (r: QemuBootResult) => r.lines.map((l) => l.text);
+        const v1 = judgeProvisioning(provisioning.plan, texts(q), "first", verdict);
+        verdict = v1;
+        if (v1.passed) {
+          const again = await bootOnce(join(dir, "serial-2.log"));
+          logs.push(join(dir, "serial-2.log"));
+          durationMs += again.q.durationMs;
+          const v2 = judgeProvisioning(provisioning.plan, texts(again.q), "again", again.verdict);
+          verdict = v2.passed ? { passed: true, reason: `${v1.reason}; then ${v2.reason}` } : { passed: false, reason: `second boot: ${v2.reason}` };
+          q = again.q;
+          facts = again.facts;
+        }
+      }
       tails.set(p.id, q.lines.slice(-40).map((l) => l.text).join("\n"));
       let log: string | undefined;
       if (opts.keepLogsDir) {
         await makeDir(opts.keepLogsDir);
         log = join(resolve(opts.keepLogsDir), `${p.id}.log`);
-        await copyFile(serialLog, log);
+        await copyFile(logs[0]!, log);
+        if (logs[1]) await copyFile(logs[1], join(resolve(opts.keepLogsDir), `${p.id}-2.log`));
       }
       await rm(dir, { recursive: true, force: true });
       st?.end({ note: `${verdict.passed ? "PASS" : "FAIL"}: ${verdict.reason}` });
       return {
         id: p.id, case: p.bootCase.name, cpu: p.cpu.name, cpuLevel: p.cpu.level, firmware: p.firmware, expected: p.expected,
-        passed: verdict.passed, reason: verdict.reason, durationMs: q.durationMs, userspaceMs: facts.userspaceMs,
+        passed: verdict.passed, reason: verdict.reason, durationMs, userspaceMs: first.facts.userspaceMs,
         lastMarker: facts.lastMarker, checks: facts.checks, log,
       };
     }

@@ -6,6 +6,8 @@
  * resolved inputs, tool versions, the disk layout) and, when a key is given,
  * SHA256SUMS, its signature and the signed provenance.
  */
+import { baseConfigName, IGNITION_BASE_DIR } from "../rootfs/ignition.js";
+import { FIRST_BOOT_FLAG } from "../boot/esp.js";
 import { copyFile, rename, stat, writeFile, constants as fsConstants } from "node:fs/promises";
 import { basename, join, relative } from "node:path";
 import { checkoutTop } from "../../adapters/git.js";
@@ -123,6 +125,9 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
     kernel: { package: meta.kernel.pkg, version: meta.kernel.version, release: meta.kernel.release, cmdline: boot.value.cmdline },
     disk: disk.value.disk,
     boot: { slots: boot.value.slots, ...(secureBoot ? { secureBoot } : {}) },
+    ignition: spec.ignition?.enabled
+      ? { platforms: [...spec.ignition.platforms], baseConfig: spec.ignition.base ? `/${IGNITION_BASE_DIR}/${baseConfigName(spec.ignition.base)}` : undefined, firstBootFlag: FIRST_BOOT_FLAG }
+      : undefined,
     aks: spec.aks
       ? { osSku: spec.aks.os_sku, nodeImageVersion: spec.aks.node_image_version, minKubernetesVersion: spec.aks.min_kubernetes_version }
       : undefined,

@@ -41,6 +41,11 @@ export function remoteSources(v: unknown, path = "$"): string[] {
   return out;
 }
 
+/** Its file name in base.d: 50-NAME.ign for NAME.bu. */
+export function baseConfigName(base: string): string {
+  return `50-${basename(base, extname(base))}.ign`;
+}
+
 /** Translate the spec's `[ignition] base` (undefined without one). Its warnings go to the reporter. */
 export async function translateBase(spec: Readonly<ImageSpec>, reporter?: Reporter): Promise<BaseConfig | undefined> {
   const ign = spec.ignition;
@@ -67,7 +72,7 @@ export async function translateBase(spec: Readonly<ImageSpec>, reporter?: Report
       key: "ignition.base",
       hint: "inline the contents, or use `local:` with [ignition] files_dir",
     });
-  return { json: goJson(r.config), name: `50-${basename(file, extname(file))}.ign` };
+  return { json: goJson(r.config), name: baseConfigName(ign.base) };
 }
 
 /** Check the engine is in the tree and bake the base config. */
