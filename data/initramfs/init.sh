@@ -188,7 +188,6 @@ ign_cleanup() {
   [ -n "$IGN_SELINUX" ] && rm -f /sysroot/etc/selinux/config && rmdir /sysroot/etc/selinux 2>/dev/null
   IGN_SELINUX=""
   for m in run sys proc dev; do umount "/sysroot/$m" 2>/dev/null; done
-  umount "$IGN/oem" 2>/dev/null
 }
 ign_fail() {
   if [ -f "$IGN/log" ]; then
@@ -212,10 +211,12 @@ run_ignition() {
         fi ;;
       file)
         if oem_dev=$(find_part OEM) && mount -t ext4 -o ro "$oem_dev" "$IGN/oem" 2>/dev/null; then
-          if [ -f "$IGN/oem/config.ign" ]; then
-            platform="file"; from="config.ign on the OEM partition ($oem_dev)"; cfg="$IGN/oem/config.ign"; break
+          # a copy in /run: the engine sees /run through a bind mount, which does not carry this mount
+          if [ -f "$IGN/oem/config.ign" ] && cp "$IGN/oem/config.ign" "$IGN/user.ign"; then
+            platform="file"; from="config.ign on the OEM partition ($oem_dev)"; cfg="$IGN/user.ign"
           fi
           umount "$IGN/oem"
+          [ -n "$platform" ] && break
         fi ;;
     esac
   done

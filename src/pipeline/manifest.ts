@@ -161,7 +161,12 @@ export const Manifest = z.strictObject({
   boot: BootInfo.optional(),
   /** The image runs Ignition at first boot ([ignition]): where it reads the user config, the base config it carries, the ESP flag. */
   ignition: z
-    .strictObject({ platforms: z.array(z.string()), baseConfig: z.string().optional(), firstBootFlag: z.string() })
+    .strictObject({
+      platforms: z.array(z.string()),
+      /** The base config as baked into /usr/lib/ignition/base.d (its path there and its JSON), for boot-test to check what it applies. */
+      base: z.strictObject({ path: z.string(), config: z.string() }).optional(),
+      firstBootFlag: z.string(),
+    })
     .optional(),
 });
 export type Manifest = z.infer<typeof Manifest>;

@@ -81,15 +81,34 @@ export function planIgnitionProbes(cfg: Json): IgnitionPlan {
     }
     for (const d of u.dropins ?? []) expect.push({ kind: "dropin", unit: u.name, name: d.name, sha256: d.contents !== undefined ? sha(d.contents) : undefined });
   }
-  const line = (e: IgnitionExpect) => {
-    switch (e.kind) {
-      case "file": case "dir": case "link": return `${e.kind} ${e.path}`;
-      case "hardlink": return `hardlink ${e.path} ${e.target}`;
-      case "user": case "group": case "unit": return `${e.kind} ${e.name}`;
-      case "dropin": return `dropin ${e.unit} ${e.name}`;
-    }
-  };
-  return { probes: expect.map((e) => `${line(e)}\n`).join(""), expect, skipped };
+  return { probes: probeFile(expect), expect, skipped };
+}
+
+/** A probe as the guest reads it; its first words name the answer ("file /etc/motd", "dropin UNIT NAME"). */
+export function probeLine(e: IgnitionExpect): string {
+  switch (e.kind) {
+    case "file": case "dir": case "link": return `${e.kind} ${e.path}`;
+    case "hardlink": return `hardlink ${e.path} ${e.target}`;
+    case "user": case "group": case "unit": return `${e.kind} ${e.name}`;
+    case "dropin": return `dropin ${e.unit} ${e.name}`;
+  }
+}
+
+/** What names an answer: a hard link is answered under its path, like a file. */
+export function probeKey(e: IgnitionExpect): string {
+  return e.kind === "hardlink" ? `hardlink ${e.path}` : probeLine(e);
+}
+
+const probeFile = (expect: readonly IgnitionExpect[]) => expect.map((e) => `${probeLine(e)}\n`).join("");
+
+/**
+ * The image's base config (base.d) under a user config, as Ignition merges
+ * them: what the user config names is judged by it alone, the rest by the base.
+ */
+export function withBase(user: IgnitionPlan, base: IgnitionPlan): IgnitionPlan {
+  const named = new Set(user.expect.map(probeKey));
+  const expect = [...user.expect, ...base.expect.filter((e) => !named.has(probeKey(e)))];
+  return { probes: probeFile(expect), expect, skipped: [...user.skipped, ...base.skipped] };
 }
 
 /** The ACL-IGN answers on a console, by probe ("file /etc/motd" → the words after it). */
@@ -124,7 +143,7 @@ export function judgeIgnition(plan: IgnitionPlan, lines: readonly string[]): str
   const p: string[] = [];
   const oct = (m: number) => m.toString(8).padStart(4, "0");
   for (const e of plan.expect) {
-    const key = e.kind === "dropin" ? `dropin ${e.unit} ${e.name}` : `${e.kind} ${"path" in e ? e.path : e.name}`;
+    const key = probeKey(e);
     const a = answers.get(key);
     if (!a) { p.push(`${key}: no answer`); continue; }
     if (a[0] === "missing") { p.push(`${key}: missing on the guest`); continue; }

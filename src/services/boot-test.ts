@@ -17,7 +17,7 @@ import { formatReport, loadButane } from "../config/butane.js";
 import { UserError, fsReason } from "../errors.js";
 import { goJson } from "../formats/butane/translate.js";
 import { ENGINE_SPEC, remoteSources } from "../stages/rootfs/ignition.js";
-import { CONFIG_FW_CFG, ignitionBootMarkers, judgeIgnition, planIgnitionProbes, PROBES_FW_CFG, type IgnitionPlan } from "./boot-ignition.js";
+import { CONFIG_FW_CFG, ignitionBootMarkers, judgeIgnition, planIgnitionProbes, PROBES_FW_CFG, withBase, type IgnitionPlan } from "./boot-ignition.js";
 import { levelBelow, microarchRank } from "../formats/microarch.js";
 import type { Reporter } from "../output/reporter.js";
 import { espOffset, readManifest, type Manifest } from "../pipeline/manifest.js";
@@ -232,7 +232,10 @@ export async function loadIgnitionInput(file: string, filesDir: string | undefin
     throw new UserError(`${file} is Ignition spec ${version}; the image's Ignition (Debian's 2.14) applies 3.0.0 to ${ENGINE_SPEC}`, { file, key: "ignition.version", hint: "write it as Butane variant: flatcar, version: 1.0.0 (Ignition 3.3.0)" });
   const remote = remoteSources(config);
   if (remote.length) throw new UserError(`${file} names remote sources, which the image's initramfs cannot fetch (it has no network): ${remote.join(", ")}`, { file, hint: "inline the contents (Butane: inline or local with --ignition-files-dir)" });
-  return { json: /^\s*\{/.test(text) ? text : goJson(config), plan: planIgnitionProbes(config) };
+  // the image's base config applies too, under the user's
+  const user = planIgnitionProbes(config);
+  const plan = m.ignition.base ? withBase(user, planIgnitionProbes(JSON.parse(m.ignition.base.config) as Record<string, unknown>)) : user;
+  return { json: /^\s*\{/.test(text) ? text : goJson(config), plan };
 }
 
 /** One boot of a provisioning run: the usual checks, what the initramfs said about Ignition, and the probes. */

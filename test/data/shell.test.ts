@@ -44,7 +44,7 @@ describe("initramfs /init (data/initramfs/init.sh)", () => {
   it("the template itself passes shellcheck", () => {
     expect(shellcheck([dataPath(INIT_TEMPLATE)])).toBe("");
     expect(placeholders(dataText(INIT_TEMPLATE))).toEqual([
-      "AHCI_MODULES", "CORRUPTION", "HYPERV_MODULES", "MICROARCH", "MODULES", "NEXT_INIT", "RELEASE", "REQUIRED", "SQUASHFS_MODULES", "VIRTIO_SCSI_MODULES",
+      "AHCI_MODULES", "CORRUPTION", "FIRST_BOOT_FLAG", "HYPERV_MODULES", "IGNITION", "IGNITION_ENGINE", "IGNITION_MODULES", "IGNITION_PLATFORMS", "MICROARCH", "MODULES", "NEXT_INIT", "RELEASE", "REQUIRED", "SQUASHFS_MODULES", "VIRTIO_SCSI_MODULES",
     ]);
   });
 
@@ -61,10 +61,16 @@ describe("initramfs /init (data/initramfs/init.sh)", () => {
               corruption,
               init,
               modules: ["kernel/drivers/block/virtio_blk.ko", "kernel/drivers/md/dm-verity.ko"],
+              // the hardware variant also runs Ignition at first boot
               ...(hw
-                ? { hardwareModules: { hyperv: ["kernel/drivers/scsi/hv_storvsc.ko"], virtioScsi: ["kernel/drivers/scsi/virtio_scsi.ko"], ahci: [] }, squashfsModules: ["kernel/fs/squashfs/squashfs.ko"] }
+                ? {
+                    hardwareModules: { hyperv: ["kernel/drivers/scsi/hv_storvsc.ko"], virtioScsi: ["kernel/drivers/scsi/virtio_scsi.ko"], ahci: [] },
+                    squashfsModules: ["kernel/fs/squashfs/squashfs.ko"],
+                    ignition: { platforms: ["qemu", "file"], modules: ["kernel/fs/fat/fat.ko", "kernel/fs/fat/vfat.ko", "kernel/drivers/firmware/qemu_fw_cfg.ko"] },
+                  }
                 : {}),
             });
+            expect(text).toContain(hw ? "IGNITION='1'" : "IGNITION='0'");
             expect(text).not.toMatch(/@[A-Z_]+@/);
             const f = join(d, `init-${microarch}-${corruption}-${init}-${hw ? "hw" : "plain"}`);
             writeFileSync(f, text);

@@ -49,7 +49,7 @@ export async function builtImage(name: string, spec = `images/${name}.toml`, opt
     const out = join(TEST_OUT, name);
     const extra = [...(opts.signKey ? ["--sign-key", opts.signKey] : []), ...(opts.args ?? [])];
     // the spec, the signing key and acl itself (compiled code and data files): a changed acl rebuilds
-    const h = createHash("sha256").update(await readFile(join(REPO, spec))).update(await treeDigest(join(REPO, "dist"))).update(await treeDigest(join(REPO, "data")));
+    const h = createHash("sha256").update(await readFile(join(REPO, spec))).update(await treeDigest(join(REPO, "dist"))).update(await treeDigest(join(REPO, "data"))).update(await treeDigest(join(REPO, "butane")));
     if (opts.signKey) h.update(await readFile(opts.signKey));
     h.update(JSON.stringify([opts.args ?? [], opts.env ?? {}]));
     const key = h.digest("hex");

@@ -6,7 +6,7 @@
  * resolved inputs, tool versions, the disk layout) and, when a key is given,
  * SHA256SUMS, its signature and the signed provenance.
  */
-import { baseConfigName, IGNITION_BASE_DIR } from "../rootfs/ignition.js";
+import { IGNITION_BASE_DIR, translateBase } from "../rootfs/ignition.js";
 import { FIRST_BOOT_FLAG } from "../boot/esp.js";
 import { copyFile, rename, stat, writeFile, constants as fsConstants } from "node:fs/promises";
 import { basename, join, relative } from "node:path";
@@ -107,6 +107,7 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
   artifacts.sort((a, b) => a.path.localeCompare(b.path));
   const recorded: Record<string, string> = {};
   for (const p of [...TOOL_PACKAGES_RECORDED, ...(sb ? SECUREBOOT_PACKAGES : [])]) if (ctx.hostTools[p]) recorded[p] = ctx.hostTools[p]!;
+  const base = await translateBase(spec);
   const m: Manifest = parseManifest({
     schemaVersion: 1,
     name: spec.name,
@@ -126,7 +127,7 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
     disk: disk.value.disk,
     boot: { slots: boot.value.slots, ...(secureBoot ? { secureBoot } : {}) },
     ignition: spec.ignition?.enabled
-      ? { platforms: [...spec.ignition.platforms], baseConfig: spec.ignition.base ? `/${IGNITION_BASE_DIR}/${baseConfigName(spec.ignition.base)}` : undefined, firstBootFlag: FIRST_BOOT_FLAG }
+      ? { platforms: [...spec.ignition.platforms], base: base ? { path: `/${IGNITION_BASE_DIR}/${base.name}`, config: base.json } : undefined, firstBootFlag: FIRST_BOOT_FLAG }
       : undefined,
     aks: spec.aks
       ? { osSku: spec.aks.os_sku, nodeImageVersion: spec.aks.node_image_version, minKubernetesVersion: spec.aks.min_kubernetes_version }
