@@ -202,7 +202,7 @@ export function junitXml(r: BootTestResult, tails: Map<string, string>): string 
 
 /** The --ignition config: Ignition JSON as given, or Butane translated as `acl butane` would. */
 export async function loadIgnitionInput(file: string, filesDir: string | undefined, m: Manifest, outDir: string, reporter?: Reporter): Promise<{ json: string; plan: IgnitionPlan }> {
-  if (!m.ignition) throw new UserError(`${m.name} ${m.version} does not run Ignition: its spec has no [ignition] section`, { file: join(outDir, "manifest.json"), hint: 'add [ignition] to the spec and "ignition" to its packages, then rebuild' });
+  if (!m.ignition) throw new UserError(`${m.name} ${m.version} does not run Ignition: its spec has no [ignition] section`, { file: join(outDir, "manifest.json"), hint: 'add an [ignition] section to the spec and "ignition" to its packages, then rebuild' });
   if (!m.ignition.platforms.includes("qemu"))
     throw new UserError(`${m.name} reads Ignition configs only from ${m.ignition.platforms.join(", ")}; --ignition hands the config to QEMU's fw_cfg`, { file: join(outDir, "manifest.json"), hint: 'add "qemu" to [ignition] platforms and rebuild' });
   let text: string;

@@ -111,4 +111,26 @@ describe("Ignition at first boot (container-host, QEMU)", () => {
     expect(run.passed).toBe(false);
     expect(run.reason).toMatch(/^Ignition failed: stage files exited with status 1.*\(CRITICAL : .*read-only file system\)$/);
   }, 10 * 60_000);
+
+  it("boot-test --ignition refuses, before booting, a config the image's Ignition cannot apply and an image without Ignition", async () => {
+    const tmp = await mkdtemp(join(tmpdir(), "acl-ign-cli-"));
+    const cases: [string, string, RegExp, RegExp][] = [
+      ["new.bu", "variant: flatcar\nversion: 1.1.0\n", /is Ignition spec 3\.4\.0; the image's Ignition \(Debian's 2\.14\) applies 3\.0\.0 to 3\.3\.0/, /version: 1\.0\.0/],
+      ["remote.bu", "variant: flatcar\nversion: 1.0.0\nstorage:\n  files:\n    - path: /etc/x\n      contents:\n        source: http://example.com/x\n", /remote sources.*\$\.storage\.files\.0\.contents\.source \(http:\/\/example\.com\/x\)/, /inline/],
+      ["noversion.ign", '{"storage": {}}', /has no ignition\.version/, /"version": "3\.3\.0"/],
+      ["broken.ign", '{"ignition": ', /is not valid JSON/, /Ignition config/],
+    ];
+    for (const [name, text, message, hint] of cases) {
+      await writeFile(join(tmp, name), text);
+      const r = await acl(["boot-test", out, "--json", "--firmware", "direct", "--ignition", join(tmp, name)]);
+      expect(r.exitCode, name).toBe(1);
+      const e = (JSON.parse(r.stdout) as { error: { message: string; hint: string } }).error;
+      expect(e.message, name).toMatch(message);
+      expect(e.hint, name).toMatch(hint);
+    }
+    const minimal = await builtImage("minimal");
+    const r = await acl(["boot-test", minimal, "--json", "--ignition", join(FIX, "provision.bu")]);
+    expect(r.exitCode).toBe(1);
+    expect(JSON.parse(r.stdout).error).toMatchObject({ message: expect.stringMatching(/does not run Ignition: its spec has no \[ignition\] section/), hint: expect.stringMatching(/add an \[ignition\] section/) });
+  }, 20 * 60_000);
 });

@@ -29,7 +29,7 @@ export const SYSTEMD_BOOT_EFI = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 export const UKI_STUB = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
 /** The ESP's two copies of systemd-boot: the removable-media fallback firmware boots, and its own path. */
-/** On the ESP of an image with [ignition] until its first boot has run Ignition successfully (Flatcar keeps flatcar/first_boot there). */
+/** On the ESP of an image with an [ignition] section, until its first boot has run Ignition successfully (Flatcar keeps flatcar/first_boot there). */
 export const FIRST_BOOT_FLAG = "acl/first_boot";
 export const ESP_LOADERS = ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi"] as const;
 

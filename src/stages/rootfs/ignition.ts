@@ -83,7 +83,7 @@ export async function installIgnition(root: string, spec: Readonly<ImageSpec>, b
     if (!(await access(join(root, p), constants.X_OK).then(() => true, () => false))) missing.push(`/${p}`);
   }
   if (missing.length)
-    throw new UserError(`[ignition] is on, but the image lacks ${missing.join(", ")}, which first-boot provisioning runs`, {
+    throw new UserError(`[ignition] enabled, but the image lacks ${missing.join(", ")}, which first-boot provisioning runs`, {
       file: spec.specPath,
       key: "ignition.enabled",
       hint: missing.includes(`/${IGNITION_ENGINE}`)
