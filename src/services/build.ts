@@ -13,12 +13,18 @@ import { lastCommitTime } from "../adapters/git.js";
 import { loadSpec, type ImageSpec } from "../config/spec.js";
 import { fsReason, UserError } from "../errors.js";
 import type { Reporter } from "../output/reporter.js";
-import { StageCache, defaultCacheDir } from "../pipeline/cache.js";
-import { MANIFEST_FILE, type Manifest } from "../pipeline/manifest.js";
+import { StageCache, defaultCacheDir, defaultMaxBytes } from "../pipeline/cache.js";
+import { MANIFEST_FILE, readManifest, type Manifest } from "../pipeline/manifest.js";
+import { stageId } from "../pipeline/cache.js";
+import { staleReason, writeStamp } from "../pipeline/stamp.js";
+import type { SecureBootKeys, SigningPair } from "../pipeline/stage.js";
+import { rootfsCacheInputs } from "../stages/rootfs/stage.js";
+import { checkoutTop } from "../adapters/git.js";
 import { checkStages, runStages, stageRequirements, type StageTiming } from "../pipeline/runner.js";
 import type { BuildContext, StageResult } from "../pipeline/stage.js";
 import { BUILD_STAGES } from "../stages/index.js";
 import { SECUREBOOT_PACKAGES, TOOL_PACKAGES_RECORDED, type ReleaseOut } from "../stages/release/stage.js";
+import { SIGNATURE_FILE } from "../stages/release/sign.js";
 import { SECUREBOOT_REQUIREMENTS } from "../stages/boot/secureboot.js";
 import { DATA_DIR } from "../util/data.js";
 import { preflight, type SecureBootFlags } from "./preflight.js";
@@ -104,6 +110,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const timings: StageTiming[] = [{ stage: "load spec", ms: Math.round(load.end()), cached: false }];
 
   await checkOutDir(outDir);
+  // nothing changed and the output is as it was published: nothing to do
+  const key = await buildKey(spec, { epoch, hostTools, signKey, secureBoot });
+  if (!opts.noCache) {
+    const upToDate = await upToDateBuild(outDir, key, r, timings);
+    if (upToDate) return upToDate;
+  }
   let work: string;
   try {
     await makeDir(dirname(outDir));
@@ -121,7 +133,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const ctx: BuildContext = {
       spec,
       epoch,
-      cache: new StageCache(opts.cacheDir ?? defaultCacheDir(), !opts.noCache),
+      cache: Object.assign(new StageCache(opts.cacheDir ?? defaultCacheDir(), !opts.noCache), { maxBytes: defaultMaxBytes() }),
       workDir: work,
       stagingDir: staging,
       reporter: r,
@@ -138,11 +150,49 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const pub = r.stage("publish", relative(process.cwd(), outDir) || outDir);
     await publish(staging, outDir, join(work, "previous"));
     published = true;
+    await writeStamp(outDir, key);
     timings.push({ stage: "publish", ms: Math.round(pub.end()), cached: false });
     return { outDir, manifest: release.value.manifest, stages: timings, signed: release.value.signatures.length > 0 };
   } finally {
     if (!opts.keepWork || published) await rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The key of a whole build: everything any stage reads. The rootfs stage's
+ * cache inputs (sources resolved, files and overlays by content, the kernel
+ * version, the base Ignition config), the spec's bytes, the epoch, acl's code,
+ * the host packages' versions, the signing and Secure Boot keys, and where the
+ * spec sits in its git checkout (the provenance names that path).
+ */
+async function buildKey(spec: Readonly<ImageSpec>, o: { epoch: number; hostTools: Record<string, string>; signKey?: string; secureBoot?: SecureBootKeys }): Promise<string> {
+  const fileDigest = async (p: string | undefined) => (p ? createHash("sha256").update(await readFile(p)).digest("hex") : undefined);
+  const pair = (k: SigningPair | undefined) => k && { key: createHash("sha256").update(k.keyPem).digest("hex"), cert: createHash("sha256").update(k.cert.raw).digest("hex") };
+  const top = await checkoutTop(spec.specDir);
+  return stageId("build", {
+    acl: ACL_VERSION,
+    code: await codeDigest(),
+    spec: spec.specDigest,
+    rootfs: await rootfsCacheInputs(spec, o.epoch, o.signKey),
+    epoch: o.epoch,
+    hostTools: o.hostTools,
+    signKey: await fileDigest(o.signKey),
+    secureBoot: o.secureBoot && { ...pair(o.secureBoot), kek: pair(o.secureBoot.kek) },
+    specInCheckout: top ? relative(top, spec.specPath) : basename(spec.specPath),
+  });
+}
+
+/** The result of a build that has nothing to do, or undefined when the output must be rebuilt (said in one line). */
+async function upToDateBuild(outDir: string, key: string, r: Reporter, timings: StageTiming[]): Promise<BuildResult | undefined> {
+  const check = r.stage("up to date?", relative(process.cwd(), outDir) || outDir);
+  const stale = await staleReason(outDir, key);
+  let manifest: Manifest | undefined;
+  if (!stale) manifest = await readManifest(outDir).catch(() => undefined);
+  timings.push({ stage: "up to date?", ms: Math.round(check.end({ note: stale ?? (manifest ? "yes" : "the manifest does not read") })), cached: false });
+  if (!manifest) return undefined;
+  for (const s of [...BUILD_STAGES.map((x) => x.name), "publish"]) timings.push({ stage: s, ms: Math.round(r.stage(s).end({ cached: true })), cached: true });
+  const signed = await stat(join(outDir, SIGNATURE_FILE)).then(() => true, () => false);
+  return { outDir, manifest, stages: timings, signed };
 }
 
 /**

@@ -133,4 +133,32 @@ describe("acl build images/minimal.toml", () => {
     expect(await sha(join(tmp, "c", "manifest.json"))).toBe(await sha(join(outA, "manifest.json")));
     await rm(join(tmp, "c"), { recursive: true, force: true });
   }, 15 * 60_000);
+
+  it("does nothing on a rebuild with nothing changed (every stage cached, the files untouched), and rebuilds when an output file or an input changed", async () => {
+    const env = { SOURCE_DATE_EPOCH: SDE, ACL_CACHE_DIR: join(tmp, "cache-a") };
+    const build = async (e = env) => {
+      const r = await acl(["build", "images/minimal.toml", "--out", outA, "--json"], { env: e });
+      expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+      return JSON.parse(r.stdout) as { stages: { stage: string; cached: boolean }[] };
+    };
+    const inodes = async () => Object.fromEntries(await Promise.all((await readdir(outA)).sort().map(async (f) => [f, (await stat(join(outA, f))).ino] as const)));
+    const before = await inodes();
+    // the first build into outA wrote its stamp; nothing changed since
+    const noop = await build();
+    expect(noop.stages.filter((x) => x.stage !== "load spec" && x.stage !== "up to date?").every((x) => x.cached), JSON.stringify(noop.stages)).toBe(true);
+    expect(noop.stages.map((x) => x.stage)).toEqual(["load spec", "up to date?", "packages", "rootfs", "usr", "boot", "disk", "release", "publish"]);
+    expect(await inodes()).toEqual(before);
+    // a file of the output rewritten: a real build, which gives the same bytes again
+    const initrd = join(outA, "initramfs.img");
+    await copyFile(initrd, join(tmp, "initrd.copy"));
+    await copyFile(join(tmp, "initrd.copy"), initrd);
+    const again = await build();
+    expect(again.stages.find((x) => x.stage === "release")?.cached).toBe(false);
+    expect(again.stages.find((x) => x.stage === "rootfs")?.cached).toBe(true);
+    expect(parseManifest(JSON.parse(await readFile(join(outA, "manifest.json"), "utf8")))).toEqual(mA);
+    // an input changed (the epoch): a real build
+    const other = await build({ ...env, SOURCE_DATE_EPOCH: String(Number(SDE) + 1) });
+    expect(other.stages.find((x) => x.stage === "release")?.cached).toBe(false);
+    await build();
+  }, 20 * 60_000);
 });
