@@ -5,9 +5,12 @@
  * rename, so a crash never leaves a half-written entry that looks valid.
  */
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rename, rm, stat, utimes, writeFile, readdir } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, rename, rm, stat, utimes, writeFile, readdir } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { walk } from "../util/fs.js";
+import { GiB, parseSize } from "../util/size.js";
+import { UserError } from "../errors.js";
 import { canonicalJson } from "./manifest.js";
 
 /** Entries kept per stage beyond those used recently. */
@@ -15,8 +18,43 @@ export const KEEP_ENTRIES = 3;
 /** An entry used within this time is never pruned (a build beside this one may be using it). */
 export const PRUNE_GRACE_MS = 6 * 3600_000;
 
+/** The cache's default size bound (entries and downloads); ACL_CACHE_MAX_SIZE overrides it. */
+export const DEFAULT_MAX_BYTES = 40 * GiB;
+
+/** What a folder or file takes on disk (allocated blocks: a sparse disk image counts by what it holds). */
+export async function diskUsage(path: string): Promise<number> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) return 0;
+  if (!st.isDirectory()) return st.blocks * 512;
+  let n = st.blocks * 512;
+  for await (const e of walk(path)) n += e.stat.blocks * 512;
+  return n;
+}
+
+/** One thing in the cache that can be removed on its own. */
+export interface CacheItem {
+  /** "stage" (an entry: rootfs, usr, …), "download" (a .deb), "kernel" (an unpacked kernel package), "scratch" (an unfinished entry). */
+  kind: "stage" | "download" | "kernel" | "scratch";
+  /** The stage's name, or the file's. */
+  name: string;
+  /** Relative to the cache root. */
+  path: string;
+  bytes: number;
+  /** Last use (an entry's folder mtime is touched on every hit). */
+  usedMs: number;
+}
+
 export function stageId(name: string, inputs: unknown): string {
   return createHash("sha256").update(name).update("\0").update(canonicalJson(inputs)).digest("hex");
+}
+
+/** ACL_CACHE_MAX_SIZE, else DEFAULT_MAX_BYTES; a value that does not read is an error naming it. */
+export function defaultMaxBytes(): number {
+  const v = process.env.ACL_CACHE_MAX_SIZE;
+  if (v === undefined || v === "") return DEFAULT_MAX_BYTES;
+  const n = parseSize(v);
+  if (n === undefined) throw new UserError(`ACL_CACHE_MAX_SIZE must be a size such as 20GiB, got '${v}'`, { hint: "unset it for the default (40GiB), or give bytes or a binary unit (KiB, MiB, GiB, TiB)" });
+  return n;
 }
 
 export function defaultCacheDir(): string {
@@ -74,7 +112,9 @@ export class StageCache {
    * is moved aside first.
    */
   async commit<T>(scratchDir: string, name: string, id: string, meta: T): Promise<string> {
-    await writeFile(join(scratchDir, "stage.json"), canonicalJson({ id, name, meta }));
+    // its size, so listing and bounding the cache need not walk every tree in it
+    const bytes = await diskUsage(scratchDir);
+    await writeFile(join(scratchDir, "stage.json"), canonicalJson({ id, name, meta, bytes }));
     const dest = this.dir(name, id);
     await mkdir(join(this.root, "stages"), { recursive: true });
     for (let attempt = 0; ; attempt++) {
@@ -96,7 +136,64 @@ export class StageCache {
     }
     await this.touch(name, id);
     await this.prune(name, KEEP_ENTRIES);
+    await this.bound(this.maxBytes);
     return dest;
+  }
+
+  /** The size bound: ACL_CACHE_MAX_SIZE (bytes, or with a unit such as 20GiB), else DEFAULT_MAX_BYTES. */
+  maxBytes = DEFAULT_MAX_BYTES;
+
+  /** Remove one item (listed by list()). */
+  async remove(item: CacheItem): Promise<void> {
+    await rm(join(this.root, item.path), { recursive: true, force: true });
+  }
+
+  /** Everything in the cache, most recently used first. */
+  async list(): Promise<CacheItem[]> {
+    const items: CacheItem[] = [];
+    const children = async (rel: string) => (await readdir(join(this.root, rel)).catch(() => [] as string[])).sort().map((n) => `${rel}/${n}`);
+    for (const rel of await children("stages")) {
+      const p = join(this.root, rel);
+      const st = await stat(p).catch(() => undefined);
+      if (!st?.isDirectory()) continue;
+      let entry: { name?: string; bytes?: number } = {};
+      try {
+        entry = JSON.parse(await readFile(join(p, "stage.json"), "utf8")) as typeof entry;
+      } catch {
+        // an entry from before sizes were recorded, or a broken one: measured
+      }
+      items.push({ kind: "stage", name: entry.name ?? rel.slice("stages/".length).replace(/-[0-9a-f]{32}$/, ""), path: rel, bytes: entry.bytes ?? (await diskUsage(p)), usedMs: st.mtimeMs });
+    }
+    const files = async (kind: CacheItem["kind"], rel: string) => {
+      for (const c of await children(rel)) {
+        const st = await lstat(join(this.root, c)).catch(() => undefined);
+        if (st) items.push({ kind, name: c.slice(rel.length + 1), path: c, bytes: await diskUsage(join(this.root, c)), usedMs: st.mtimeMs });
+      }
+    };
+    await files("download", "debs");
+    await files("download", "kernel/debs");
+    await files("kernel", "kernel/unpacked");
+    await files("scratch", "tmp");
+    return items.sort((a, b) => b.usedMs - a.usedMs || a.path.localeCompare(b.path));
+  }
+
+  /**
+   * Remove least recently used items until the cache holds at most `maxBytes`.
+   * Items used within `graceMs` stay (a build beside this one may be using them).
+   */
+  async bound(maxBytes: number, graceMs = PRUNE_GRACE_MS): Promise<CacheItem[]> {
+    const items = await this.list();
+    let total = items.reduce((a, i) => a + i.bytes, 0);
+    const removed: CacheItem[] = [];
+    const cutoff = Date.now() - graceMs;
+    for (const i of [...items].reverse()) {
+      if (total <= maxBytes) break;
+      if (i.usedMs >= cutoff) continue;
+      await this.remove(i);
+      total -= i.bytes;
+      removed.push(i);
+    }
+    return removed;
   }
 
   /**

@@ -24,3 +24,23 @@ export function formatBytes(bytes: number): string {
 export function roundUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
+
+const UNITS: Record<string, number> = { "": 1, b: 1, k: KiB, kib: KiB, m: MiB, mib: MiB, g: GiB, gib: GiB, t: 1024 * GiB, tib: 1024 * GiB };
+
+/** "20GiB", "512MiB", "1.5G", "1048576" → bytes (binary units; K/M/G/T mean KiB/MiB/GiB/TiB). Undefined when it does not read. */
+export function parseSize(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$/.exec(text);
+  if (!m) return undefined;
+  const unit = UNITS[m[2]!.toLowerCase()];
+  return unit === undefined ? undefined : Math.round(Number(m[1]) * unit);
+}
+
+/** "just now", "5 min ago", "3 h ago", "2 days ago". */
+export function formatAge(ms: number): string {
+  const m = Math.floor(ms / 60_000);
+  if (m < 1) return "just now";
+  if (m < 60) return `${m} min ago`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h} h ago`;
+  return `${Math.floor(h / 24)} days ago`;
+}
