@@ -6,8 +6,9 @@
 import type { AnyStage } from "../pipeline/runner.js";
 import { bootStage } from "./boot/stage.js";
 import { diskStage } from "./disk/stage.js";
+import { packagesStage } from "./packages/stage.js";
 import { releaseStage } from "./release/stage.js";
 import { rootfsStage } from "./rootfs/stage.js";
 import { usrStage } from "./usr/stage.js";
 
-export const BUILD_STAGES: readonly AnyStage[] = [rootfsStage, usrStage, bootStage, diskStage, releaseStage];
+export const BUILD_STAGES: readonly AnyStage[] = [packagesStage, rootfsStage, usrStage, bootStage, diskStage, releaseStage];

@@ -9,7 +9,7 @@ import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { resolveSpecPath, type ImageSpec } from "../../config/spec.js";
 import type { Manifest } from "../../pipeline/manifest.js";
-import type { BuildContext, Stage, StageIO } from "../../pipeline/stage.js";
+import type { BuildContext, Stage, StageIO, StageResult } from "../../pipeline/stage.js";
 import { walk } from "../../util/fs.js";
 import { sha256Hex } from "../../util/hash.js";
 import { installBusyboxApplets } from "./busybox.js";
@@ -32,7 +32,9 @@ import {
 import { buildSbom, SBOM_TOOLS } from "./sbom.js";
 import { readDpkgStatus } from "./sources/debian.js";
 import { sourceType } from "./sources/index.js";
-import type { DebPackage, SourceContext } from "./sources/source.js";
+import type { DebPackage } from "./sources/source.js";
+import { applySource, packageSources, PACKAGES_TREE, type PackagesMeta } from "../packages/stage.js";
+import { run, tools } from "../../adapters/exec.js";
 
 export interface RootfsMeta {
   packages: { name: string; version: string; arch: string }[];
@@ -53,24 +55,37 @@ export const ROOTFS_TREE = "tree";
 export const ROOTFS_VMLINUZ = "vmlinuz";
 export const ROOTFS_SBOM = "sbom.spdx.json";
 
-export const rootfsStage: Stage<RootfsMeta> = {
+type RootfsInput = { packages: StageResult<PackagesMeta> };
+
+export const rootfsStage: Stage<RootfsMeta, RootfsInput> = {
   name: "rootfs",
   requires: (spec) => [
-    ...spec.sources.flatMap((s) => sourceType(s).requires(s)),
+    ...spec.sources.slice(packageSources(spec).length).flatMap((s) => sourceType(s).requires(s)),
+    ...tools("cp"),
     ...KERNEL_TOOLS,
     ...SBOM_TOOLS,
     ...AB_REQUIREMENTS,
   ],
-  detail: (ctx) => `${ctx.spec.sources.length} source(s)`,
-  cacheInputs: async (ctx) => ({ ...(await rootfsInputs(ctx.spec, ctx.epoch)), updateKey: await updateKeyPem(ctx.spec, ctx.signKey) }),
+  detail: (ctx, { packages }) => `the packages tree${ctx.spec.sources.length > packages.value.sources ? ` + ${ctx.spec.sources.length - packages.value.sources} folder source(s)` : ""}`,
+  // the packages tree by its entry's id, and everything that replays on top of it
+  cacheInputs: async (ctx, { packages }) => ({
+    packages: packages.id,
+    ...(await rootfsInputs(ctx.spec, ctx.epoch, packages.value.sources)),
+    updateKey: await updateKeyPem(ctx.spec, ctx.signKey),
+  }),
   run: fillRootfs,
   note: (m) => `${m.packages.length} packages, ${m.fileCount} files`,
 };
 
+/** The rootfs stage's cache inputs (also part of a whole build's key, services/build.ts). */
+export async function rootfsCacheInputs(spec: Readonly<ImageSpec>, epoch: number, signKey: string | undefined): Promise<Record<string, unknown>> {
+  return { ...(await rootfsInputs(spec, epoch, 0)), updateKey: await updateKeyPem(spec, signKey) };
+}
+
 /** What goes into the rootfs stage id: everything in and around the spec that can change the tree. */
-async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number): Promise<Record<string, unknown>> {
+async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number, from: number): Promise<Record<string, unknown>> {
   const sources: unknown[] = [];
-  for (const [i, s] of spec.sources.entries()) sources.push(await sourceType(s).cacheInput(s, { spec, key: `sources[${i}]` }));
+  for (const [i, s] of spec.sources.entries()) if (i >= from) sources.push(await sourceType(s).cacheInput(s, { spec, key: `sources[${i}]` }));
   const files = [];
   for (const f of spec.files) {
     const data = f.content !== undefined ? Buffer.from(f.content) : await readFile(resolveSpecPath(spec.specDir, f.source!));
@@ -95,28 +110,27 @@ async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number): Promise<R
   };
 }
 
-async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promise<RootfsMeta> {
+async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io: StageIO): Promise<RootfsMeta> {
   const { spec, reporter: r } = ctx;
   const root = join(io.dir, ROOTFS_TREE);
-  await mkdir(root);
   const work = join(io.dir, "work");
   await mkdir(work);
-  const packages: DebPackage[] = [];
-  const images: { ref: string; digest: string }[] = [];
-  const archives: { path: string; sha256: string }[] = [];
-  const toolsUsed: Record<string, string> = {};
-  const steps = spec.sources.length + 3;
+  // the packages stage's tree, copied whole (owners, modes, times, hard links, xattrs such as file capabilities)
+  await run(["cp", "-a", "--reflink=auto", join(pkg.dir, PACKAGES_TREE), root]);
+  const packages: DebPackage[] = [...pkg.value.packages];
+  const images = [...pkg.value.images];
+  const archives = [...pkg.value.archives];
+  const toolsUsed: Record<string, string> = { ...pkg.value.tools };
+  const rest = spec.sources.length - pkg.value.sources;
+  const steps = rest + 3;
 
-  for (const [i, s] of spec.sources.entries()) {
-    const type = sourceType(s);
-    r.info(`source ${i + 1}/${spec.sources.length}: ${type.describe(s)}`);
-    const sctx: SourceContext = { spec, key: `sources[${i}]`, root, workDir: work, downloadDir: join(ctx.cache.root, "debs"), epoch: ctx.epoch, reporter: r };
-    const got = await type.apply(s, sctx);
+  for (let i = pkg.value.sources; i < spec.sources.length; i++) {
+    const got = await applySource(ctx, spec.sources[i]!, i, root, work);
     packages.push(...(got.packages ?? []));
     images.push(...(got.images ?? []));
     archives.push(...(got.archives ?? []));
     Object.assign(toolsUsed, got.tools);
-    io.progress.progress(i + 1, steps, "sources");
+    io.progress.progress(i - pkg.value.sources + 1, steps, "sources");
   }
   // dpkg's database may have been written by a later source over an earlier one: re-read it
   const fromDb = await readDpkgStatus(root);
@@ -134,7 +148,7 @@ async function fillRootfs(ctx: BuildContext, _input: object, io: StageIO): Promi
   const etcLinksEnabled = await enableUnits(root, spec);
   await installIgnition(root, spec, await translateBase(spec, r));
   await stampOsRelease(root, spec);
-  io.progress.progress(spec.sources.length + 1, steps, "customize");
+  io.progress.progress(rest + 1, steps, "customize");
 
   // sanitize: merge /usr (again: overlays and files may have added /bin, /lib) and resolve links
   // into /etc, record the SBOM, then remove package managers
