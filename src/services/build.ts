@@ -98,7 +98,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
   // every missing host tool at once, then a key that cannot sign or an unknown kernel: now, not after the first stages
   await checkStages(BUILD_STAGES, spec);
-  const { signKey, secureBoot } = await preflight(spec, { signKey: opts.signKey, secureBoot: opts.secureBoot });
+  const cacheDir = opts.cacheDir ?? defaultCacheDir();
+  const { signKey, secureBoot } = await preflight(spec, { signKey: opts.signKey, secureBoot: opts.secureBoot, cacheDir });
   const epoch = await resolveSourceDateEpoch(spec, opts.sourceDateEpoch);
   // signing asked for by flags alone (no [secureboot]) needs sbsigntool and efitools as much
   if (secureBoot) await checkRequirements(SECUREBOOT_REQUIREMENTS);
@@ -111,7 +112,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
   await checkOutDir(outDir);
   // nothing changed and the output is as it was published: nothing to do
-  const key = await buildKey(spec, { epoch, hostTools, signKey, secureBoot });
+  const key = await buildKey(spec, { epoch, hostTools, signKey, secureBoot, cacheDir });
   if (!opts.noCache) {
     const upToDate = await upToDateBuild(outDir, key, r, timings);
     if (upToDate) return upToDate;
@@ -133,7 +134,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const ctx: BuildContext = {
       spec,
       epoch,
-      cache: Object.assign(new StageCache(opts.cacheDir ?? defaultCacheDir(), !opts.noCache), { maxBytes: defaultMaxBytes() }),
+      cache: Object.assign(new StageCache(cacheDir, !opts.noCache), { maxBytes: defaultMaxBytes() }),
       workDir: work,
       stagingDir: staging,
       reporter: r,
@@ -165,7 +166,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
  * the host packages' versions, the signing and Secure Boot keys, and where the
  * spec sits in its git checkout (the provenance names that path).
  */
-async function buildKey(spec: Readonly<ImageSpec>, o: { epoch: number; hostTools: Record<string, string>; signKey?: string; secureBoot?: SecureBootKeys }): Promise<string> {
+async function buildKey(spec: Readonly<ImageSpec>, o: { epoch: number; hostTools: Record<string, string>; signKey?: string; secureBoot?: SecureBootKeys; cacheDir: string }): Promise<string> {
   const fileDigest = async (p: string | undefined) => (p ? createHash("sha256").update(await readFile(p)).digest("hex") : undefined);
   const pair = (k: SigningPair | undefined) => k && { key: createHash("sha256").update(k.keyPem).digest("hex"), cert: createHash("sha256").update(k.cert.raw).digest("hex") };
   const top = await checkoutTop(spec.specDir);
@@ -173,7 +174,7 @@ async function buildKey(spec: Readonly<ImageSpec>, o: { epoch: number; hostTools
     acl: ACL_VERSION,
     code: await codeDigest(),
     spec: spec.specDigest,
-    rootfs: await rootfsCacheInputs(spec, o.epoch, o.signKey),
+    rootfs: await rootfsCacheInputs(spec, o.epoch, o.signKey, o.cacheDir),
     epoch: o.epoch,
     hostTools: o.hostTools,
     signKey: await fileDigest(o.signKey),

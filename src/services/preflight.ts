@@ -10,6 +10,7 @@ import { resolveSpecPath } from "../config/spec.js";
 import { UserError } from "../errors.js";
 import { loadPrivateKey } from "../stages/release/sign.js";
 import { resolveKernelPackage } from "../stages/rootfs/kernel.js";
+import { kernelCacheDir } from "../stages/rootfs/stage.js";
 import { updateKeyPem } from "../stages/rootfs/ab-node.js";
 import { loadSecureBootKeys, originError, PASSPHRASE_ENV, type SecureBootKeys } from "../stages/boot/secureboot.js";
 import { readFile } from "node:fs/promises";
@@ -33,6 +34,8 @@ export interface SecureBootFlags {
 export interface PreflightOptions {
   signKey?: string;
   secureBoot?: SecureBootFlags;
+  /** The build's cache: apt's answer about the kernel package is remembered there. */
+  cacheDir?: string;
 }
 
 async function readPassphrase(file: string, origin: string, specPath: string): Promise<string> {
@@ -81,7 +84,7 @@ export async function preflight(spec: Readonly<ImageSpec>, opts: PreflightOption
   // the key the image's updater will trust loads (a file that is missing or private fails here)
   await updateKeyPem(spec, signKey);
   try {
-    await resolveKernelPackage(spec.kernel.package);
+    await resolveKernelPackage(spec.kernel.package, opts.cacheDir && kernelCacheDir(opts.cacheDir));
   } catch (e) {
     if (e instanceof UserError) throw new UserError(`${spec.specPath}: 'kernel.package': ${e.message}`, { file: spec.specPath, key: "kernel.package", hint: e.hint });
     throw e;

@@ -5,13 +5,14 @@
  * <root>/usr/lib/modules/<release> and run depmod (the .deb carries no
  * modules.dep: its postinst would make it).
  */
-import { cp, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { cp, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { run, tools } from "../../adapters/exec.js";
 import { UserError } from "../../errors.js";
 import type { Reporter } from "../../output/reporter.js";
-import { exists } from "../../util/fs.js";
+import { exists, walk } from "../../util/fs.js";
 
 export const DEFAULT_KERNEL_PACKAGE = "linux-image-cloud-amd64";
 
@@ -46,18 +47,60 @@ async function showField(pkg: string, field: string): Promise<string | undefined
 
 const resolved = new Map<string, Promise<{ name: string; version: string }>>();
 
+/** What apt answers from: its package lists and its configuration (sources, pins), by name, size and mtime. */
+async function aptStateKey(): Promise<string> {
+  const h = createHash("sha256");
+  for (const dir of ["/var/lib/apt/lists", "/etc/apt"]) {
+    try {
+      for await (const e of walk(dir)) h.update(`${dir}/${e.rel}\0${e.stat.size}\0${e.stat.mtimeMs}\n`);
+    } catch {
+      h.update(`${dir}: none\n`);
+    }
+  }
+  return h.digest("hex");
+}
+
 /**
  * Follow a metapackage's Depends to the package that carries /boot/vmlinuz-*.
  * Resolved once per process (the preflight, the rootfs stage id and the
- * install all ask; each asking costs apt-cache runs).
+ * install all ask), and remembered in `memoDir` (the cache's kernel folder)
+ * for as long as apt's lists and configuration stay as they were: with
+ * Debian's container default of no pkgcache.bin, each apt-cache run parses
+ * every list again (about a second here).
  */
-export function resolveKernelPackage(pkg: string): Promise<{ name: string; version: string }> {
+export function resolveKernelPackage(pkg: string, memoDir?: string): Promise<{ name: string; version: string }> {
   let r = resolved.get(pkg);
   if (!r) {
-    r = resolveUncached(pkg);
+    r = memoDir ? remembered(pkg, memoDir) : resolveUncached(pkg);
     resolved.set(pkg, r);
   }
   return r;
+}
+
+async function remembered(pkg: string, memoDir: string): Promise<{ name: string; version: string }> {
+  const file = join(memoDir, "apt-resolved.json");
+  const key = await aptStateKey();
+  type Memo = { aptState: string; packages: Record<string, { name: string; version: string }> };
+  let memo: Memo = { aptState: key, packages: {} };
+  try {
+    const m = JSON.parse(await readFile(file, "utf8")) as Memo;
+    if (m.aptState === key) memo = m;
+  } catch {
+    // none yet
+  }
+  const hit = memo.packages[pkg];
+  if (hit) return hit;
+  const got = await resolveUncached(pkg);
+  memo.packages[pkg] = got;
+  try {
+    await mkdir(memoDir, { recursive: true });
+    const tmp = `${file}.${process.pid}`;
+    await writeFile(tmp, JSON.stringify(memo));
+    await rename(tmp, file);
+  } catch {
+    // a cache that cannot be written only costs the apt-cache runs next time
+  }
+  return got;
 }
 
 async function resolveUncached(pkg: string): Promise<{ name: string; version: string }> {
@@ -75,7 +118,7 @@ async function resolveUncached(pkg: string): Promise<{ name: string; version: st
       hint: "name a Debian kernel package such as linux-image-cloud-amd64 or linux-image-6.1.0-56-cloud-amd64",
     });
   }
-  return resolveKernelPackage(real);
+  return resolveUncached(real);
 }
 
 /** apt's file name for a package version (the epoch colon is escaped as %3a). */
@@ -86,7 +129,7 @@ function debFileName(name: string, version: string): string {
 export async function installKernel(opts: InstallKernelOptions): Promise<InstalledKernel> {
   const pkgName = opts.pkg ?? DEFAULT_KERNEL_PACKAGE;
   const st = opts.reporter?.stage("kernel", pkgName);
-  const { name, version } = await resolveKernelPackage(pkgName);
+  const { name, version } = await resolveKernelPackage(pkgName, opts.cacheDir);
   const debDir = join(opts.cacheDir, "debs");
   await mkdir(debDir, { recursive: true });
   const deb = join(debDir, debFileName(name, version));

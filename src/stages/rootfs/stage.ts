@@ -70,7 +70,7 @@ export const rootfsStage: Stage<RootfsMeta, RootfsInput> = {
   // the packages tree by its entry's id, and everything that replays on top of it
   cacheInputs: async (ctx, { packages }) => ({
     packages: packages.id,
-    ...(await rootfsInputs(ctx.spec, ctx.epoch, packages.value.sources)),
+    ...(await rootfsInputs(ctx.spec, ctx.epoch, packages.value.sources, ctx.cache.root)),
     updateKey: await updateKeyPem(ctx.spec, ctx.signKey),
   }),
   run: fillRootfs,
@@ -78,12 +78,15 @@ export const rootfsStage: Stage<RootfsMeta, RootfsInput> = {
 };
 
 /** The rootfs stage's cache inputs (also part of a whole build's key, services/build.ts). */
-export async function rootfsCacheInputs(spec: Readonly<ImageSpec>, epoch: number, signKey: string | undefined): Promise<Record<string, unknown>> {
-  return { ...(await rootfsInputs(spec, epoch, 0)), updateKey: await updateKeyPem(spec, signKey) };
+export async function rootfsCacheInputs(spec: Readonly<ImageSpec>, epoch: number, signKey: string | undefined, cacheRoot: string): Promise<Record<string, unknown>> {
+  return { ...(await rootfsInputs(spec, epoch, 0, cacheRoot)), updateKey: await updateKeyPem(spec, signKey) };
 }
 
+/** Where the kernel's downloads, unpacked trees and apt answers are kept in the cache. */
+export const kernelCacheDir = (cacheRoot: string) => join(cacheRoot, "kernel");
+
 /** What goes into the rootfs stage id: everything in and around the spec that can change the tree. */
-async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number, from: number): Promise<Record<string, unknown>> {
+async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number, from: number, cacheRoot: string): Promise<Record<string, unknown>> {
   const sources: unknown[] = [];
   for (const [i, s] of spec.sources.entries()) if (i >= from) sources.push(await sourceType(s).cacheInput(s, { spec, key: `sources[${i}]` }));
   const files = [];
@@ -97,7 +100,7 @@ async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number, from: numb
     users: spec.users,
     groups: spec.groups,
     systemd: spec.systemd,
-    kernel: await resolveKernelPackage(spec.kernel.package),
+    kernel: await resolveKernelPackage(spec.kernel.package, kernelCacheDir(cacheRoot)),
     init: spec.init,
     microarch: spec.microarch,
     policy: spec.policy,
@@ -138,7 +141,7 @@ async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io:
 
   // merged /usr first, so later steps (kernel modules, guest checks, files) see the final layout
   await mergeUsr(root);
-  const kernel = await installKernel({ rootDir: root, pkg: spec.kernel.package, cacheDir: join(ctx.cache.root, "kernel"), reporter: r });
+  const kernel = await installKernel({ rootDir: root, pkg: spec.kernel.package, cacheDir: kernelCacheDir(ctx.cache.root), reporter: r });
   await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
   if (spec.init === "busybox") await installBusyboxApplets(root);
   await installGuestChecks(root, spec.init, spec.systemd.enable);
