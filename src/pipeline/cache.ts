@@ -148,7 +148,7 @@ export class StageCache {
     await rm(join(this.root, item.path), { recursive: true, force: true });
   }
 
-  /** Everything in the cache, most recently used first. */
+  /** Everything in the cache, most recently used first. Sizes are measured once and remembered. */
   async list(): Promise<CacheItem[]> {
     const items: CacheItem[] = [];
     const children = async (rel: string) => (await readdir(join(this.root, rel)).catch(() => [] as string[])).sort().map((n) => `${rel}/${n}`);
@@ -156,24 +156,40 @@ export class StageCache {
       const p = join(this.root, rel);
       const st = await stat(p).catch(() => undefined);
       if (!st?.isDirectory()) continue;
-      let entry: { name?: string; bytes?: number } = {};
+      let entry: { name?: string; bytes?: number } | undefined;
       try {
-        entry = JSON.parse(await readFile(join(p, "stage.json"), "utf8")) as typeof entry;
+        entry = JSON.parse(await readFile(join(p, "stage.json"), "utf8")) as { name?: string; bytes?: number };
       } catch {
-        // an entry from before sizes were recorded, or a broken one: measured
+        // a broken entry (no stage.json): measured, and listed under its folder's name
       }
-      items.push({ kind: "stage", name: entry.name ?? rel.slice("stages/".length).replace(/-[0-9a-f]{32}$/, ""), path: rel, bytes: entry.bytes ?? (await diskUsage(p)), usedMs: st.mtimeMs });
+      let bytes = entry?.bytes;
+      if (bytes === undefined) {
+        bytes = await diskUsage(p);
+        // an entry from before sizes were recorded: recorded now, so it is measured once
+        if (entry) await writeFile(join(p, "stage.json"), canonicalJson({ ...entry, bytes })).catch(() => undefined);
+        await utimes(p, st.atime, st.mtime).catch(() => undefined);
+      }
+      items.push({ kind: "stage", name: entry?.name ?? rel.slice("stages/".length).replace(/-[0-9a-f]{32}$/, ""), path: rel, bytes, usedMs: st.mtimeMs });
     }
-    const files = async (kind: CacheItem["kind"], rel: string) => {
+    // unpacked kernels do not change once there: their sizes are remembered by folder and mtime
+    const memoFile = join(this.root, "sizes.json");
+    const memo = JSON.parse(await readFile(memoFile, "utf8").catch(() => "{}")) as Record<string, { mtimeMs: number; bytes: number }>;
+    const fresh: typeof memo = {};
+    const files = async (kind: CacheItem["kind"], rel: string, remember: boolean) => {
       for (const c of await children(rel)) {
         const st = await lstat(join(this.root, c)).catch(() => undefined);
-        if (st) items.push({ kind, name: c.slice(rel.length + 1), path: c, bytes: await diskUsage(join(this.root, c)), usedMs: st.mtimeMs });
+        if (!st) continue;
+        let bytes = remember && memo[c]?.mtimeMs === st.mtimeMs ? memo[c]!.bytes : undefined;
+        bytes ??= await diskUsage(join(this.root, c));
+        if (remember) fresh[c] = { mtimeMs: st.mtimeMs, bytes };
+        items.push({ kind, name: c.slice(rel.length + 1), path: c, bytes, usedMs: st.mtimeMs });
       }
     };
-    await files("download", "debs");
-    await files("download", "kernel/debs");
-    await files("kernel", "kernel/unpacked");
-    await files("scratch", "tmp");
+    await files("download", "debs", false);
+    await files("download", "kernel/debs", false);
+    await files("kernel", "kernel/unpacked", true);
+    await files("scratch", "tmp", false);
+    if (JSON.stringify(fresh) !== JSON.stringify(memo)) await writeFile(memoFile, JSON.stringify(fresh)).catch(() => undefined);
     return items.sort((a, b) => b.usedMs - a.usedMs || a.path.localeCompare(b.path));
   }
 

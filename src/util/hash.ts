@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { readFile, readlink } from "node:fs/promises";
+import { readFile, readlink, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -40,20 +40,31 @@ export async function sha256File(path: string, onBytes?: (n: number) => void): P
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
 const { createHash } = require("node:crypto");
-const { createReadStream } = require("node:fs");
+const { createReadStream, openSync, readSync, closeSync } = require("node:fs");
 const h = createHash("sha256");
-createReadStream(workerData, { highWaterMark: 1 << 20 })
+createReadStream(workerData.path, { highWaterMark: 1 << 20 })
   .on("data", (c) => h.update(c))
   .on("error", (e) => parentPort.postMessage({ error: e.message }))
-  .on("end", () => parentPort.postMessage({ digest: h.digest("hex") }));
+  .on("end", () => {
+    const t = workerData.tail;
+    let withTail;
+    if (t) {
+      // the same bytes followed by a tail read from another file: the hash state continues
+      const b = Buffer.alloc(t.length);
+      const fd = openSync(t.file, "r");
+      try { readSync(fd, b, 0, t.length, t.offset); } finally { closeSync(fd); }
+      withTail = h.copy().update(b).digest("hex");
+    }
+    parentPort.postMessage({ digest: h.digest("hex"), withTail });
+  });
 `;
 
-function hashInWorker(path: string): Promise<string> {
+function hashInWorker(path: string, tail?: { file: string; offset: number; length: number }): Promise<{ digest: string; withTail?: string }> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: path });
-    w.once("message", (m: { digest?: string; error?: string }) => {
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { path, tail } });
+    w.once("message", (m: { digest?: string; withTail?: string; error?: string }) => {
       void w.terminate();
-      if (m.digest) resolve(m.digest);
+      if (m.digest) resolve({ digest: m.digest, withTail: m.withTail });
       else reject(new Error(`cannot hash ${path}: ${m.error}`));
     });
     w.once("error", reject);
@@ -62,7 +73,19 @@ function hashInWorker(path: string): Promise<string> {
 
 /** sha256 (hex) of each path, in the order given, a few files at a time in worker threads. */
 export async function sha256Files(paths: readonly string[], parallel = Math.max(1, Math.min(4, availableParallelism()))): Promise<string[]> {
-  return mapLimit(paths, parallel, hashInWorker);
+  return mapLimit(paths, parallel, async (p) => (await hashInWorker(p)).digest);
+}
+
+/**
+ * sha256 of `path`, and of `path` followed by the last `tailLength` bytes
+ * of `extended` (a file that is `path` plus that tail, such as a fixed VHD
+ * and its raw disk): one read of the shared bytes for both digests.
+ */
+export async function sha256FileAndExtension(path: string, extended: string, tailLength: number): Promise<{ sha256: string; extendedSha256: string }> {
+  const size = (await stat(path)).size;
+  if ((await stat(extended)).size !== size + tailLength) throw new Error(`${extended} is not ${path} plus ${tailLength} bytes`);
+  const r = await hashInWorker(path, { file: extended, offset: size, length: tailLength });
+  return { sha256: r.digest, extendedSha256: r.withTail! };
 }
 
 /** Digest of a folder's content: paths, types, modes, owners, link targets and file bytes, in sorted order. */

@@ -1,7 +1,8 @@
 /**
  * Disk assembly: GPT + ESP (FAT32) + USR-A (the /usr payload: filesystem and
  * verity tree) + empty USR-B + OEM and ROOT (ext4), written into a sparse raw
- * file, then converted to qcow2 and a fixed VHD. No loop devices, no mounts:
+ * file, then converted to qcow2 (qemu-img) and a fixed VHD (the raw file
+ * copied with its holes, plus the footer qemu-img makes for that size). No loop devices, no mounts:
  * every filesystem is made as an image file and copied in at its offset.
  *
  * Reproducible: GUIDs, volume ids, filesystem UUIDs and hash seeds derive
@@ -176,8 +177,27 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
     st = rep.stage("disk: fixed VHD");
     const p = join(opts.workDir, DISK_FILE_NAMES.vhd);
     await rm(p, { force: true });
-    await tool(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on", rawPath, p]);
-    await fixVhdFooter(p, layout.sizeBytes, opts);
+    // a fixed VHD is the raw disk followed by a 512-byte footer: the raw disk copied (its holes kept),
+    // and the footer qemu-img writes for an empty fixed VHD of that size (made deterministic), so the
+    // release can continue the raw disk's sha256 for it
+    const empty = join(opts.workDir, "footer.vhd");
+    await tool(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on", empty, String(layout.sizeBytes)]);
+    await fixVhdFooter(empty, layout.sizeBytes, opts);
+    const footer = Buffer.alloc(VHD_FOOTER_SIZE);
+    const fe = await open(empty, "r");
+    try {
+      await fe.read(footer, 0, VHD_FOOTER_SIZE, layout.sizeBytes);
+    } finally {
+      await fe.close();
+    }
+    await rm(empty, { force: true });
+    await tool(["cp", "--sparse=always", "--reflink=auto", rawPath, p]);
+    const fv = await open(p, "r+");
+    try {
+      await fv.write(footer, 0, VHD_FOOTER_SIZE, layout.sizeBytes);
+    } finally {
+      await fv.close();
+    }
     produced.push({ format: "vhd", path: p });
     st.end();
   }

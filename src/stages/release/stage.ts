@@ -14,7 +14,8 @@ import { checkoutTop } from "../../adapters/git.js";
 import { canonicalJson } from "../../formats/canonical-json.js";
 import { MANIFEST_FILE, parseManifest, type Artifact, type Manifest, type SecureBootInfo } from "../../pipeline/manifest.js";
 import type { BuildContext, Stage, StageResult } from "../../pipeline/stage.js";
-import { sha256Files } from "../../util/hash.js";
+import { sha256FileAndExtension, sha256Files } from "../../util/hash.js";
+import { VHD_FOOTER_SIZE } from "../../formats/vhd-footer.js";
 import type { BootOut } from "../boot/stage.js";
 import type { DiskOut } from "../disk/stage.js";
 import { ROOTFS_SBOM, type RootfsMeta } from "../rootfs/stage.js";
@@ -101,7 +102,16 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
       ...(sb.kek ? { kek: certSubject(sb.kek.cert) } : {}),
     };
   }
-  const digests = await sha256Files(listed.map((a) => join(staging, a.path)));
+  // the fixed VHD is the raw disk plus its footer (disk stage): its sha256 continues the raw disk's
+  const raw = listed.findIndex((a) => a.kind === "disk-raw");
+  const vhd = listed.findIndex((a) => a.kind === "disk-vhd");
+  const paired = raw >= 0 && vhd >= 0;
+  const rest = listed.filter((_, i) => !paired || (i !== raw && i !== vhd));
+  const [restDigests, pair] = await Promise.all([
+    sha256Files(rest.map((a) => join(staging, a.path))),
+    paired ? sha256FileAndExtension(join(staging, listed[raw]!.path), join(staging, listed[vhd]!.path), VHD_FOOTER_SIZE) : undefined,
+  ]);
+  const digests = listed.map((a) => (paired && a === listed[raw] ? pair!.sha256 : paired && a === listed[vhd] ? pair!.extendedSha256 : restDigests[rest.indexOf(a)]!));
   const artifacts: Artifact[] = [{ path: USR_IMAGE, kind: "usr-image", size: usrBytes, sha256: usr.value.imageSha256 }];
   for (const [i, a] of listed.entries()) artifacts.push({ ...a, size: (await stat(join(staging, a.path))).size, sha256: digests[i]! });
   artifacts.sort((a, b) => a.path.localeCompare(b.path));
