@@ -3,7 +3,9 @@
  * packages stage), and what replays on top of it (overlay folders, files,
  * users, units, the kernel, sanitize) is the rootfs stage. An edited overlay
  * file reuses the packages entry, rebuilds from rootfs on, and gives exactly
- * the bytes a cold build of the edited spec gives.
+ * the bytes a cold build of the edited spec gives. Each kind of spec change
+ * (a partition size, the kernel command line, a file, the package list)
+ * reuses exactly the stages before the first one it touches.
  */
 import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -34,7 +36,7 @@ beforeAll(async () => {
   cache = join(tmp, "cache");
 }, 60_000);
 
-describe("a one-file overlay change", () => {
+describe("rebuilds after a change", () => {
   it("reuses the packages entry, rebuilds the rest, and equals a cold build of the edited spec", async () => {
     const first = await build(join(tmp, "out"));
     expect(cached(first.stages)).toMatchObject({ packages: false, rootfs: false });
@@ -48,5 +50,27 @@ describe("a one-file overlay change", () => {
     expect(cached(cold.stages)).toMatchObject({ packages: false, rootfs: false });
     expect(cold.manifest.artifacts).toEqual(edit.manifest.artifacts);
     expect(cold.manifest.verity).toEqual(edit.manifest.verity);
+  }, 30 * 60_000);
+
+  it("reuses exactly the stages each kind of spec change leaves alone", async () => {
+    const out = join(tmp, "kinds");
+    const base = await readFile(spec, "utf8");
+    const variant = async (text: string) => {
+      await writeFile(spec, text);
+      return cached((await build(out)).stages);
+    };
+    await variant(base);
+    const later = { usr: false, boot: false, disk: false, release: false, publish: false };
+    // a partition size: only the disk and what follows it
+    expect(await variant(base.replace('esp = "64MiB"', 'esp = "72MiB"'))).toEqual({ packages: true, rootfs: true, usr: true, boot: false, disk: false, release: false, publish: false });
+    // the kernel command line: the boot stage on
+    expect(await variant(base.replace("[kernel]", '[kernel]\ncmdline = ["quiet"]'))).toEqual({ packages: true, rootfs: true, usr: true, boot: false, disk: false, release: false, publish: false });
+    // a [[files]] entry: the tree on top of the packages
+    expect(await variant(base.replace('content = "acl-minimal\\n"', 'content = "acl-minimal-2\\n"'))).toEqual({ packages: true, rootfs: false, ...later });
+    // the package list: everything
+    expect(await variant(base.replace('packages = ["busybox-static", "libc6"]', 'packages = ["busybox-static", "libc6", "zlib1g"]'))).toEqual({ packages: false, rootfs: false, ...later });
+    // back to the first spec: every stage from the cache, then nothing to do
+    expect(await variant(base)).toMatchObject({ packages: true, rootfs: true, usr: true });
+    expect(await variant(base)).toEqual({ packages: true, rootfs: true, usr: true, boot: true, disk: true, release: true, publish: true });
   }, 30 * 60_000);
 });
