@@ -32,6 +32,20 @@ check() { # name status detail...
   echo "ACL-CHECK $name $status $*"
 }
 
+# a unit's ActiveState, Result and when it last went inactive (0: never), into st, res and left
+unit_state() {
+  st=""; res=""; left=0
+  while IFS='=' read -r k v; do
+    case "$k" in
+      ActiveState) st="$v" ;;
+      Result) res="$v" ;;
+      InactiveEnterTimestampMonotonic) left="$v" ;;
+    esac
+  done <<EOF
+$(systemctl show -p ActiveState -p Result -p InactiveEnterTimestampMonotonic "$1" 2>/dev/null)
+EOF
+}
+
 check userspace ok "$(uname -r) pid1=$(cat /proc/1/comm 2>/dev/null)"
 
 # the boot test's on-node update: acl.boot-check.apply=DEVICE runs the image's own updater on it first
@@ -109,16 +123,7 @@ if [ "$INIT_KIND" = systemd ]; then
   if [ -z "$failed" ]; then check failed-units ok none; else check failed-units fail "$failed"; fi
   not_up=""
   for u in $UNITS; do
-    st=""; res=""; left=0
-    while IFS='=' read -r k v; do
-      case "$k" in
-        ActiveState) st="$v" ;;
-        Result) res="$v" ;;
-        InactiveEnterTimestampMonotonic) left="$v" ;;
-      esac
-    done <<EOF
-$(systemctl show -p ActiveState -p Result -p InactiveEnterTimestampMonotonic "$u" 2>/dev/null)
-EOF
+    unit_state "$u"
     # active, or a oneshot that ran (it went inactive at some point) and succeeded
     if [ "$st" = active ] || { [ "$st" = inactive ] && [ "$res" = success ] && [ "${left:-0}" != 0 ]; }; then continue; fi
     not_up="$not_up $u=${st:-unknown}/${res:-unknown}"
@@ -178,16 +183,7 @@ if [ -r "$probes" ]; then
         entry=$(grep "^$a:" /etc/group | head -n 1)
         if [ -z "$entry" ]; then echo "ACL-IGN group $a missing"; else echo "ACL-IGN group $a $(echo "$entry" | cut -d: -f3)"; fi ;;
       unit)
-        st=""; res=""; left=0
-        while IFS='=' read -r k v; do
-          case "$k" in
-            ActiveState) st="$v" ;;
-            Result) res="$v" ;;
-            InactiveEnterTimestampMonotonic) left="$v" ;;
-          esac
-        done <<EOF
-$(systemctl show -p ActiveState -p Result -p InactiveEnterTimestampMonotonic "$a" 2>/dev/null)
-EOF
+        unit_state "$a"
         f="/etc/systemd/system/$a"
         if [ -f "$f" ] && [ ! -L "$f" ]; then us=$(sha "$f"); else us=-; fi
         en=$(systemctl is-enabled "$a" 2>/dev/null)
