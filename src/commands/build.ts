@@ -47,7 +47,8 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
     const m = res.manifest;
     if (!this.jsonEnabled()) {
       const total = res.stages.reduce((a, s) => a + s.ms, 0);
-      this.log(`built ${m.name} ${m.version} (${m.microarch}) in ${(total / 1000).toFixed(1)} s → ${res.outDir}`);
+      if (res.upToDate) this.log(`${m.name} ${m.version} (${m.microarch}) is up to date in ${res.outDir}: nothing to do`);
+      else this.log(`built ${m.name} ${m.version} (${m.microarch}) in ${(total / 1000).toFixed(1)} s → ${res.outDir}`);
       this.log(`  /usr root hash ${m.verity.rootHash}`);
       for (const a of m.artifacts) this.log(`  ${a.path.padEnd(28)} ${a.kind.padEnd(14)} ${formatMiB(a.size).padStart(12)}`);
       if (res.signed) this.log("  signed: SHA256SUMS, SHA256SUMS.sig, provenance.intoto.json, acl-signing.pub");
@@ -56,6 +57,7 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
     return {
       outDir: res.outDir,
       stages: res.stages,
+      upToDate: res.upToDate,
       signed: res.signed,
       manifest: `${res.outDir}/manifest.json`,
       name: m.name,

@@ -13,9 +13,8 @@ import { lastCommitTime } from "../adapters/git.js";
 import { loadSpec, type ImageSpec } from "../config/spec.js";
 import { fsReason, UserError } from "../errors.js";
 import type { Reporter } from "../output/reporter.js";
-import { StageCache, defaultCacheDir, defaultMaxBytes } from "../pipeline/cache.js";
+import { StageCache, defaultCacheDir, defaultMaxBytes, stageId } from "../pipeline/cache.js";
 import { MANIFEST_FILE, readManifest, type Manifest } from "../pipeline/manifest.js";
-import { stageId } from "../pipeline/cache.js";
 import { staleReason, writeStamp } from "../pipeline/stamp.js";
 import type { SecureBootKeys, SigningPair } from "../pipeline/stage.js";
 import { rootfsCacheInputs } from "../stages/rootfs/stage.js";
@@ -56,6 +55,8 @@ export interface BuildResult {
   manifest: Manifest;
   stages: StageTiming[];
   signed: boolean;
+  /** Nothing changed since the output was built: no stage ran. */
+  upToDate: boolean;
 }
 
 export const ACL_VERSION = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -153,7 +154,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     published = true;
     await writeStamp(outDir, key);
     timings.push({ stage: "publish", ms: Math.round(pub.end()), cached: false });
-    return { outDir, manifest: release.value.manifest, stages: timings, signed: release.value.signatures.length > 0 };
+    return { outDir, manifest: release.value.manifest, stages: timings, signed: release.value.signatures.length > 0, upToDate: false };
   } finally {
     if (!opts.keepWork || published) await rm(work, { recursive: true, force: true });
   }
@@ -193,7 +194,7 @@ async function upToDateBuild(outDir: string, key: string, r: Reporter, timings: 
   if (!manifest) return undefined;
   for (const s of [...BUILD_STAGES.map((x) => x.name), "publish"]) timings.push({ stage: s, ms: Math.round(r.stage(s).end({ cached: true })), cached: true });
   const signed = await stat(join(outDir, SIGNATURE_FILE)).then(() => true, () => false);
-  return { outDir, manifest, stages: timings, signed };
+  return { outDir, manifest, stages: timings, signed, upToDate: true };
 }
 
 /**

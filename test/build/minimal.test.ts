@@ -139,7 +139,7 @@ describe("acl build images/minimal.toml", () => {
     const build = async (e = env) => {
       const r = await acl(["build", "images/minimal.toml", "--out", outA, "--json"], { env: e });
       expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
-      return JSON.parse(r.stdout) as { stages: { stage: string; cached: boolean }[] };
+      return JSON.parse(r.stdout) as { stages: { stage: string; cached: boolean }[]; upToDate: boolean };
     };
     const inodes = async () => Object.fromEntries(await Promise.all((await readdir(outA)).sort().map(async (f) => [f, (await stat(join(outA, f))).ino] as const)));
     const before = await inodes();
@@ -147,13 +147,18 @@ describe("acl build images/minimal.toml", () => {
     const noop = await build();
     expect(noop.stages.filter((x) => x.stage !== "load spec" && x.stage !== "up to date?").every((x) => x.cached), JSON.stringify(noop.stages)).toBe(true);
     expect(noop.stages.map((x) => x.stage)).toEqual(["load spec", "up to date?", "packages", "rootfs", "usr", "boot", "disk", "release", "publish"]);
+    expect(noop.upToDate).toBe(true);
     expect(await inodes()).toEqual(before);
+    const text = await acl(["build", "images/minimal.toml", "--out", outA], { env });
+    expect(text.stdout).toContain(`minimal 1.0.0 (x86-64-v3) is up to date in ${outA}: nothing to do`);
+    expect(text.stderr).toMatch(/up to date\?: [0-9.]+ s \(yes\)/);
     // a file of the output rewritten: a real build, which gives the same bytes again
     const initrd = join(outA, "initramfs.img");
     await copyFile(initrd, join(tmp, "initrd.copy"));
     await copyFile(join(tmp, "initrd.copy"), initrd);
     const again = await build();
     expect(again.stages.find((x) => x.stage === "release")?.cached).toBe(false);
+    expect(again.upToDate).toBe(false);
     expect(again.stages.find((x) => x.stage === "rootfs")?.cached).toBe(true);
     expect(parseManifest(JSON.parse(await readFile(join(outA, "manifest.json"), "utf8")))).toEqual(mA);
     // an input changed (the epoch): a real build
