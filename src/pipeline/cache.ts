@@ -166,8 +166,8 @@ export class StageCache {
       if (bytes === undefined) {
         bytes = await diskUsage(p);
         // an entry from before sizes were recorded: recorded now, so it is measured once
+        // (rewriting a file in the folder leaves the folder's mtime, its last use, as it was)
         if (entry) await writeFile(join(p, "stage.json"), canonicalJson({ ...entry, bytes })).catch(() => undefined);
-        await utimes(p, st.atime, st.mtime).catch(() => undefined);
       }
       items.push({ kind: "stage", name: entry?.name ?? rel.slice("stages/".length).replace(/-[0-9a-f]{32}$/, ""), path: rel, bytes, usedMs: st.mtimeMs });
     }

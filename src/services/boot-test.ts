@@ -213,7 +213,8 @@ export async function loadIgnitionInput(file: string, filesDir: string | undefin
   }
   let config: Record<string, unknown>;
   let version: string | undefined;
-  if (/^\s*\{/.test(text)) {
+  const isJson = /^\s*\{/.test(text);
+  if (isJson) {
     try {
       config = JSON.parse(text) as Record<string, unknown>;
     } catch (e) {
@@ -235,7 +236,7 @@ export async function loadIgnitionInput(file: string, filesDir: string | undefin
   // the image's base config applies too, under the user's
   const user = planIgnitionProbes(config);
   const plan = m.ignition.base ? withBase(user, planIgnitionProbes(JSON.parse(m.ignition.base.config) as Record<string, unknown>)) : user;
-  return { json: /^\s*\{/.test(text) ? text : goJson(config), plan };
+  return { json: isJson ? text : goJson(config), plan };
 }
 
 /** One boot of a provisioning run: the usual checks, what the initramfs said about Ignition, and the probes. */

@@ -182,14 +182,7 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
     // release can continue the raw disk's sha256 for it
     const empty = join(opts.workDir, "footer.vhd");
     await tool(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on", empty, String(layout.sizeBytes)]);
-    await fixVhdFooter(empty, layout.sizeBytes, opts);
-    const footer = Buffer.alloc(VHD_FOOTER_SIZE);
-    const fe = await open(empty, "r");
-    try {
-      await fe.read(footer, 0, VHD_FOOTER_SIZE, layout.sizeBytes);
-    } finally {
-      await fe.close();
-    }
+    const footer = await fixVhdFooter(empty, layout.sizeBytes, opts);
     await rm(empty, { force: true });
     await tool(["cp", "--sparse=always", "--reflink=auto", rawPath, p]);
     const fv = await open(p, "r+");
@@ -390,7 +383,8 @@ function isZero(b: Buffer): boolean {
   return b.length <= ZEROS.length ? b.equals(ZEROS.subarray(0, b.length)) : b.every((x) => x === 0);
 }
 
-async function fixVhdFooter(path: string, diskBytes: number, opts: AssembleDiskOptions): Promise<void> {
+/** Make the footer qemu-img wrote deterministic, in place; returns it. */
+async function fixVhdFooter(path: string, diskBytes: number, opts: AssembleDiskOptions): Promise<Buffer> {
   const fh = await open(path, "r+");
   try {
     const { size } = await fh.stat();
@@ -406,6 +400,7 @@ async function fixVhdFooter(path: string, diskBytes: number, opts: AssembleDiskO
       uniqueId: deriveGuid("vhd", opts.name, opts.version).toLowerCase(),
     });
     await fh.write(fixed, 0, VHD_FOOTER_SIZE, diskBytes);
+    return fixed;
   } finally {
     await fh.close();
   }

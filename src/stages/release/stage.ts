@@ -6,8 +6,6 @@
  * resolved inputs, tool versions, the disk layout) and, when a key is given,
  * SHA256SUMS, its signature and the signed provenance.
  */
-import { IGNITION_BASE_DIR, translateBase } from "../rootfs/ignition.js";
-import { FIRST_BOOT_FLAG } from "../boot/esp.js";
 import { copyFile, rename, stat, writeFile, constants as fsConstants } from "node:fs/promises";
 import { basename, join, relative } from "node:path";
 import { checkoutTop } from "../../adapters/git.js";
@@ -17,6 +15,8 @@ import type { BuildContext, Stage, StageResult } from "../../pipeline/stage.js";
 import { sha256FileAndExtension, sha256Files } from "../../util/hash.js";
 import { VHD_FOOTER_SIZE } from "../../formats/vhd-footer.js";
 import type { BootOut } from "../boot/stage.js";
+import { FIRST_BOOT_FLAG } from "../boot/esp.js";
+import { IGNITION_BASE_DIR } from "../rootfs/ignition.js";
 import type { DiskOut } from "../disk/stage.js";
 import { ROOTFS_SBOM, type RootfsMeta } from "../rootfs/stage.js";
 import { USR_IMAGE, type UsrMeta } from "../usr/stage.js";
@@ -117,7 +117,7 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
   artifacts.sort((a, b) => a.path.localeCompare(b.path));
   const recorded: Record<string, string> = {};
   for (const p of [...TOOL_PACKAGES_RECORDED, ...(sb ? SECUREBOOT_PACKAGES : [])]) if (ctx.hostTools[p]) recorded[p] = ctx.hostTools[p]!;
-  const base = await translateBase(spec);
+  const base = meta.ignitionBase;
   const m: Manifest = parseManifest({
     schemaVersion: 1,
     name: spec.name,

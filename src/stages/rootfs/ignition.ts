@@ -42,7 +42,7 @@ export function remoteSources(v: unknown, path = "$"): string[] {
 }
 
 /** Its file name in base.d: 50-NAME.ign for NAME.bu. */
-export function baseConfigName(base: string): string {
+function baseConfigName(base: string): string {
   return `50-${basename(base, extname(base))}.ign`;
 }
 

@@ -15,7 +15,7 @@ import { sha256Hex } from "../../util/hash.js";
 import { installBusyboxApplets } from "./busybox.js";
 import { applyFiles, applyUsers, enableUnits, stampOsRelease } from "./customize.js";
 import { installGuestChecks } from "./guest-checks.js";
-import { installIgnition, translateBase } from "./ignition.js";
+import { installIgnition, translateBase, type BaseConfig } from "./ignition.js";
 import { AB_REQUIREMENTS, installAbNode, updateKeyPem } from "./ab-node.js";
 import { assertIsaWithin, auditIsa } from "./isa-audit.js";
 import { installKernel, KERNEL_TOOLS, resolveKernelPackage } from "./kernel.js";
@@ -48,6 +48,8 @@ export interface RootfsMeta {
   removed: string[];
   etcLinks: string[];
   factory: string[];
+  /** The Ignition base config baked into base.d, for the manifest. */
+  ignitionBase?: BaseConfig;
 }
 
 /** Inside the cache entry. */
@@ -149,7 +151,8 @@ async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io:
   await applyFiles(root, spec);
   await applyUsers(root, spec, ctx.epoch);
   const etcLinksEnabled = await enableUnits(root, spec);
-  await installIgnition(root, spec, await translateBase(spec, r));
+  const ignitionBase = await translateBase(spec, r);
+  await installIgnition(root, spec, ignitionBase);
   await stampOsRelease(root, spec);
   io.progress.progress(rest + 1, steps, "customize");
 
@@ -193,5 +196,6 @@ async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io:
     removed,
     etcLinks: [...etcLinks, ...etcLinksEnabled.map((l) => `enabled ${l}`)],
     factory,
+    ignitionBase,
   };
 }
