@@ -8,6 +8,7 @@ import { lstat, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { run, tools } from "../../adapters/exec.js";
 import type { DebPackage } from "./sources/source.js";
+import { mapLimit } from "../../util/pool.js";
 import { resolveInRoot } from "./tree.js";
 
 /** Listing the files of an extracted .deb. */
@@ -34,6 +35,9 @@ interface SpdxFile {
   licenseConcluded: "NOASSERTION";
   copyrightText: "NOASSERTION";
 }
+
+/** Files of one package resolved and hashed at once. */
+const FILE_PARALLEL = 16;
 
 const spdxId = (s: string) => s.replace(/[^A-Za-z0-9.-]/g, "-");
 
@@ -91,7 +95,18 @@ export async function buildSbom(input: SbomInput): Promise<{ json: string; packa
   const files: SpdxFile[] = [];
   const packages: Record<string, unknown>[] = [];
   const relationships: { spdxElementId: string; relationshipType: string; relatedSpdxElement: string }[] = [];
-  const seenFiles = new Map<string, string>();
+  const seenFiles = new Map<string, SpdxFile>();
+  // a path resolved as its folder (followed, remembered: packages share a few hundred folders) plus its name
+  const folders = new Map<string, Promise<string>>();
+  const resolveLeaf = async (rel: string): Promise<string> => {
+    const cut = rel.lastIndexOf("/");
+    if (cut < 0) return rel;
+    const dir = rel.slice(0, cut);
+    let resolved = folders.get(dir);
+    if (!resolved) folders.set(dir, (resolved = resolveInRoot(root, dir)));
+    const d = await resolved;
+    return d ? `${d}/${rel.slice(cut + 1)}` : rel.slice(cut + 1);
+  };
   const docId = "SPDXRef-DOCUMENT";
   const imageId = `SPDXRef-Image-${spdxId(input.name)}`;
   packages.push({
@@ -122,38 +137,45 @@ export async function buildSbom(input: SbomInput): Promise<{ json: string; packa
     }
     const fileIds: string[] = [];
     const sha1s: string[] = [];
-    for (const path of (p.hostFiles ? [...p.hostFiles] : await packageFiles(root, p)).sort()) {
-      const rel = await resolveInRoot(root, path.replace(/^\/+/, ""), false);
+    // each file resolved, stat'ed and read with a few in flight (one at a time, the waits on the
+    // thread pool were most of an SBOM's time); deduplicated in the list's order afterwards
+    const paths = (p.hostFiles ? [...p.hostFiles] : await packageFiles(root, p)).sort();
+    const hashed = await mapLimit(paths, FILE_PARALLEL, async (path) => {
+      const rel = await resolveLeaf(path.replace(/^\/+/, ""));
+      if (seenFiles.has(rel)) return { rel };
       let st;
       try {
         st = await lstat(join(root, rel));
       } catch {
+        return undefined;
+      }
+      if (!st.isFile()) return undefined;
+      const data = await readFile(join(root, rel));
+      return { rel, sha1: createHash("sha1").update(data).digest("hex"), sha256: createHash("sha256").update(data).digest("hex") };
+    });
+    for (const h of hashed) {
+      if (!h) continue;
+      const seen = seenFiles.get(h.rel);
+      if (seen) {
+        sha1s.push(seen.checksums[0]!.checksumValue);
+        fileIds.push(seen.SPDXID);
         continue;
       }
-      if (!st.isFile()) continue;
-      let fid = seenFiles.get(rel);
-      if (!fid) {
-        const data = await readFile(join(root, rel));
-        const sha1 = createHash("sha1").update(data).digest("hex");
-        const sha256 = createHash("sha256").update(data).digest("hex");
-        fid = `SPDXRef-File-${createHash("sha256").update(rel).digest("hex").slice(0, 16)}`;
-        seenFiles.set(rel, fid);
-        files.push({
-          fileName: "./" + rel,
-          SPDXID: fid,
-          checksums: [
-            { algorithm: "SHA1", checksumValue: sha1 },
-            { algorithm: "SHA256", checksumValue: sha256 },
-          ],
-          licenseConcluded: "NOASSERTION",
-          copyrightText: "NOASSERTION",
-        });
-        sha1s.push(sha1);
-      } else {
-        const f = files.find((x) => x.SPDXID === fid)!;
-        sha1s.push(f.checksums[0]!.checksumValue);
-      }
-      fileIds.push(fid);
+      if (!h.sha1) continue; // seen when resolved: a file an earlier package listed, recorded above
+      const f: SpdxFile = {
+        fileName: "./" + h.rel,
+        SPDXID: `SPDXRef-File-${createHash("sha256").update(h.rel).digest("hex").slice(0, 16)}`,
+        checksums: [
+          { algorithm: "SHA1", checksumValue: h.sha1 },
+          { algorithm: "SHA256", checksumValue: h.sha256! },
+        ],
+        licenseConcluded: "NOASSERTION",
+        copyrightText: "NOASSERTION",
+      };
+      seenFiles.set(h.rel, f);
+      files.push(f);
+      sha1s.push(h.sha1);
+      fileIds.push(f.SPDXID);
     }
     const pkg: Record<string, unknown> = {
       SPDXID: pid,
