@@ -1,11 +1,13 @@
 /**
  * sha256, the one set of helpers: of bytes, of one file streamed (constant
  * memory, with progress), of many large files in worker threads (a build's
- * multi-GB disks hashed on every core), and of a folder's whole content.
+ * artifacts hashed on every core), of a sparse file composed of pieces (a
+ * disk, hashed from its partitions without reading its holes), and of a
+ * folder's whole content.
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { readFile, readlink, stat } from "node:fs/promises";
+import { readFile, readlink } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -40,31 +42,25 @@ export async function sha256File(path: string, onBytes?: (n: number) => void): P
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require("node:worker_threads");
 const { createHash } = require("node:crypto");
-const { createReadStream, openSync, readSync, closeSync } = require("node:fs");
-const h = createHash("sha256");
-createReadStream(workerData.path, { highWaterMark: 1 << 20 })
-  .on("data", (c) => h.update(c))
-  .on("error", (e) => parentPort.postMessage({ error: e.message }))
-  .on("end", () => {
-    const t = workerData.tail;
-    let withTail;
-    if (t) {
-      // the same bytes followed by a tail read from another file: the hash state continues
-      const b = Buffer.alloc(t.length);
-      const fd = openSync(t.file, "r");
-      try { readSync(fd, b, 0, t.length, t.offset); } finally { closeSync(fd); }
-      withTail = h.copy().update(b).digest("hex");
-    }
-    parentPort.postMessage({ digest: h.digest("hex"), withTail });
-  });
+const { openSync, readSync, closeSync } = require("node:fs");
+try {
+  const h = createHash("sha256");
+  const buf = Buffer.alloc(4 << 20);
+  const fd = openSync(workerData.path, "r");
+  try {
+    let n;
+    while ((n = readSync(fd, buf, 0, buf.length, null)) > 0) h.update(buf.subarray(0, n));
+  } finally { closeSync(fd); }
+  parentPort.postMessage({ digest: h.digest("hex") });
+} catch (e) { parentPort.postMessage({ error: e.message }); }
 `;
 
-function hashInWorker(path: string, tail?: { file: string; offset: number; length: number }): Promise<{ digest: string; withTail?: string }> {
+function hashInWorker(path: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { path, tail } });
-    w.once("message", (m: { digest?: string; withTail?: string; error?: string }) => {
+    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { path } });
+    w.once("message", (m: { digest?: string; error?: string }) => {
       void w.terminate();
-      if (m.digest) resolve({ digest: m.digest, withTail: m.withTail });
+      if (m.digest) resolve(m.digest);
       else reject(new Error(`cannot hash ${path}: ${m.error}`));
     });
     w.once("error", reject);
@@ -73,19 +69,69 @@ function hashInWorker(path: string, tail?: { file: string; offset: number; lengt
 
 /** sha256 (hex) of each path, in the order given, a few files at a time in worker threads. */
 export async function sha256Files(paths: readonly string[], parallel = Math.max(1, Math.min(4, availableParallelism()))): Promise<string[]> {
-  return mapLimit(paths, parallel, async (p) => (await hashInWorker(p)).digest);
+  return mapLimit(paths, parallel, (p) => hashInWorker(p));
 }
 
+/** A run of bytes at an offset of a composed file: bytes given, or `length` bytes of a file from `start` (default: all of it). */
+export type Piece = { offset: number } & ({ bytes: Uint8Array } | { file: string; start?: number; length?: number });
+
+const COMPOSED_SOURCE = `
+const { parentPort, workerData } = require("node:worker_threads");
+const { createHash } = require("node:crypto");
+const { openSync, readSync, closeSync } = require("node:fs");
+const { size, pieces, tail } = workerData;
+const h = createHash("sha256");
+const zeros = Buffer.alloc(4 << 20);
+const buf = Buffer.alloc(4 << 20);
+let pos = 0;
+const zeroTo = (end) => {
+  while (pos < end) { const n = Math.min(zeros.length, end - pos); h.update(zeros.subarray(0, n)); pos += n; }
+};
+try {
+  for (const p of pieces) {
+    if (p.offset < pos) throw new Error("pieces overlap at byte " + p.offset);
+    zeroTo(p.offset);
+    if (p.bytes) { h.update(p.bytes); pos += p.bytes.length; continue; }
+    const fd = openSync(p.file, "r");
+    try {
+      let at = p.start ?? 0;
+      let left = p.length ?? Infinity;
+      while (left > 0) {
+        const n = readSync(fd, buf, 0, Math.min(buf.length, left), at);
+        if (n === 0) {
+          if (left === Infinity) break;
+          throw new Error(p.file + " ends before byte " + (at + left));
+        }
+        h.update(buf.subarray(0, n)); pos += n; at += n; left -= n;
+      }
+    } finally { closeSync(fd); }
+  }
+  if (pos > size) throw new Error("pieces end at byte " + pos + ", past the size " + size);
+  zeroTo(size);
+  const withTail = tail ? h.copy().update(tail).digest("hex") : undefined;
+  parentPort.postMessage({ digest: h.digest("hex"), withTail });
+} catch (e) { parentPort.postMessage({ error: e.message }); }
+`;
+
 /**
- * sha256 of `path`, and of `path` followed by the last `tailLength` bytes
- * of `extended` (a file that is `path` plus that tail, such as a fixed VHD
- * and its raw disk): one read of the shared bytes for both digests.
+ * sha256 of a file of `size` bytes made of `pieces` (non-overlapping) and zeros
+ * everywhere else: a sparse disk hashed from its data ranges, its holes never read
+ * (reading a hole of a file just written fills the page cache with zeroed pages:
+ * about four times slower than hashing zeros). With `tail`, also the sha256
+ * of the same bytes followed by it (a fixed VHD: the raw disk and its footer). In a worker
+ * thread, so the caller can run a tool meanwhile.
  */
-export async function sha256FileAndExtension(path: string, extended: string, tailLength: number): Promise<{ sha256: string; extendedSha256: string }> {
-  const size = (await stat(path)).size;
-  if ((await stat(extended)).size !== size + tailLength) throw new Error(`${extended} is not ${path} plus ${tailLength} bytes`);
-  const r = await hashInWorker(path, { file: extended, offset: size, length: tailLength });
-  return { sha256: r.digest, extendedSha256: r.withTail! };
+export function sha256Composed(size: number, pieces: readonly Piece[], tail?: Uint8Array): Promise<{ sha256: string; withTail?: string }> {
+  const sorted = [...pieces].sort((a, b) => a.offset - b.offset);
+  return new Promise((resolve, reject) => {
+    const w = new Worker(COMPOSED_SOURCE, { eval: true, workerData: { size, pieces: sorted, tail } });
+    w.once("message", (m: { digest?: string; withTail?: string; error?: string }) => {
+      void w.terminate();
+      if (m.digest) resolve({ sha256: m.digest, withTail: m.withTail });
+      else reject(new Error(`cannot hash the composed file: ${m.error}`));
+    });
+    w.once("error", reject);
+  });
 }
 
 /** Digest of a folder's content: paths, types, modes, owners, link targets and file bytes, in sorted order. */

@@ -64,7 +64,7 @@ function opts(n: number): AssembleDiskOptions {
 const file = (r: AssembleDiskResult, kind: string) => r.files.find((f) => f.kind === kind)!.path;
 
 beforeAll(async () => {
-  await requireTools([...diskRequirements(["raw", "qcow2", "vhd"]).map((r) => ("tool" in r ? r.tool : r.file)), "sgdisk", "mkfs.erofs", "veritysetup", "mtype", "fsck.vfat", "e2fsck", "e2label"]);
+  await requireTools([...diskRequirements().map((r) => ("tool" in r ? r.tool : r.file)), "sgdisk", "mkfs.erofs", "veritysetup", "mtype", "fsck.vfat", "e2fsck", "e2label"]);
   dir = await mkdtemp(join(tmpdir(), "acl-disk-"));
   payload = await makeUsrPayload(dir);
   await mkdir(join(dir, "esp/EFI/BOOT"), { recursive: true });
@@ -113,6 +113,11 @@ describe("assembleDisk", () => {
       ["USR-A", Math.round(((await stat(payload.path)).size / (8 * MiB)) * 1000) / 10],
       ["USR-B", 0],
     ]);
+  });
+
+  it("reports the raw disk's and the VHD's sha256 without reading them, as sha256sum gives them", async () => {
+    for (const kind of ["disk-raw", "disk-vhd"]) expect(r1.files.find((f) => f.kind === kind)!.sha256, kind).toBe(await sha256(file(r1, kind)));
+    expect(r1.files.find((f) => f.kind === "disk-qcow2")!.sha256).toBeUndefined();
   });
 
   it("is reproducible: two runs give byte-identical raw, qcow2 and vhd", async () => {

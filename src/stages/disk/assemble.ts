@@ -19,6 +19,8 @@ import { VHD_FOOTER_SIZE, withDeterministicFooter } from "../../formats/vhd-foot
 import { silentReporter, type Reporter } from "../../output/reporter.js";
 import type { Manifest } from "../../pipeline/manifest.js";
 import { walk as walkTree } from "../../util/fs.js";
+import { sha256Composed, type Piece } from "../../util/hash.js";
+import { dataExtents, EXTENT_TOOLS } from "./extents.js";
 import { formatMiB, MiB } from "../../util/size.js";
 import { deriveGuid, layoutTable, planDiskLayout, type DiskLayout, type DiskSizes, type LayoutPartition } from "./layout.js";
 
@@ -62,7 +64,8 @@ export interface SlotFill {
 }
 
 export interface AssembleDiskResult {
-  files: { kind: "disk-raw" | "disk-qcow2" | "disk-vhd"; path: string }[];
+  /** With the sha256 of the raw disk and the fixed VHD (computed from the pieces written; qcow2's is left to the caller). */
+  files: { kind: "disk-raw" | "disk-qcow2" | "disk-vhd"; path: string; sha256?: string }[];
   disk: DiskInfo;
   layout: DiskLayout;
   slots: SlotFill[];
@@ -70,9 +73,9 @@ export interface AssembleDiskResult {
   timing: { totalMs: number; toolMs: number; toolCalls: number };
 }
 
-/** Tools the disk stage calls for these formats. */
-export function diskRequirements(formats: readonly DiskFormat[]): Requirement[] {
-  return tools("mkfs.vfat", "mmd", "mcopy", "mkfs.ext4", "debugfs", "cp", ...(formats.some((f) => f !== "raw") ? (["qemu-img"] as const) : []));
+/** Tools the disk stage calls (qemu-img for every format: it maps the sparse files' data). */
+export function diskRequirements(): Requirement[] {
+  return [...tools("mkfs.vfat", "mmd", "mcopy", "mkfs.ext4", "debugfs", "cp"), ...EXTENT_TOOLS];
 }
 
 const CHUNK = 4 * MiB;
@@ -163,8 +166,21 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
   await Promise.all([espImg, oemImg, rootImg].map((f) => rm(f, { force: true })));
   st.end();
 
-  // --- conversions
-  const produced: { format: DiskFormat; path: string }[] = [];
+  // --- conversions, while a worker hashes the raw disk's data ranges (its holes are never read)
+  const pieces: Piece[] = (await dataExtents(rawPath)).map((e) => ({ offset: e.start, file: rawPath, start: e.start, length: e.length }));
+  let footer: Buffer | undefined;
+  const vhdEmpty = join(opts.workDir, "footer.vhd");
+  if (formats.includes("vhd")) {
+    // a fixed VHD is the raw disk followed by a 512-byte footer: the footer qemu-img writes for an
+    // empty fixed VHD of that size (made deterministic); its sha256 continues the raw disk's
+    await tool(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on", vhdEmpty, String(layout.sizeBytes)]);
+    footer = await fixVhdFooter(vhdEmpty, layout.sizeBytes, opts);
+    await rm(vhdEmpty, { force: true });
+  }
+  const digests = sha256Composed(layout.sizeBytes, pieces, footer);
+  // a failed conversion must not leave the worker's rejection unheard
+  digests.catch(() => undefined);
+  const produced: { format: DiskFormat; path: string; sha256?: string }[] = [];
   if (formats.includes("qcow2")) {
     st = rep.stage("disk: qcow2");
     const p = join(opts.workDir, DISK_FILE_NAMES.qcow2);
@@ -173,17 +189,11 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
     produced.push({ format: "qcow2", path: p });
     st.end();
   }
-  if (formats.includes("vhd")) {
+  if (footer) {
     st = rep.stage("disk: fixed VHD");
     const p = join(opts.workDir, DISK_FILE_NAMES.vhd);
     await rm(p, { force: true });
-    // a fixed VHD is the raw disk followed by a 512-byte footer: the raw disk copied (its holes kept),
-    // and the footer qemu-img writes for an empty fixed VHD of that size (made deterministic), so the
-    // release can continue the raw disk's sha256 for it
-    const empty = join(opts.workDir, "footer.vhd");
-    await tool(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on", empty, String(layout.sizeBytes)]);
-    const footer = await fixVhdFooter(empty, layout.sizeBytes, opts);
-    await rm(empty, { force: true });
+    // the raw disk copied with its holes, and the footer
     await tool(["cp", "--sparse=always", "--reflink=auto", rawPath, p]);
     const fv = await open(p, "r+");
     try {
@@ -194,13 +204,16 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
     produced.push({ format: "vhd", path: p });
     st.end();
   }
-  if (formats.includes("raw")) produced.unshift({ format: "raw", path: rawPath });
+  const { sha256: rawSha256, withTail: vhdSha256 } = await digests;
+  const vhd = produced.find((f) => f.format === "vhd");
+  if (vhd) vhd.sha256 = vhdSha256;
+  if (formats.includes("raw")) produced.unshift({ format: "raw", path: rawPath, sha256: rawSha256 });
 
   const files: AssembleDiskResult["files"] = [];
   for (const f of produced) {
     const dest = join(opts.outDir, DISK_FILE_NAMES[f.format]);
     await moveFile(f.path, dest, tool);
-    files.push({ kind: KIND[f.format], path: dest });
+    files.push({ kind: KIND[f.format], path: dest, ...(f.sha256 ? { sha256: f.sha256 } : {}) });
   }
   if (!formats.includes("raw")) await rm(rawPath, { force: true });
 
@@ -348,28 +361,29 @@ async function makeExt4(img: string, part: LayoutPartition, dir: string | undefi
   if (bad.length) throw new UserError(`debugfs could not reset file times in ${label}: ${bad.slice(0, 3).join("; ")}`, { file: dir });
 }
 
-/** Copy `src` into `dst` at `offset`, skipping all-zero chunks so the raw file stays sparse. */
+/** Copy `src` into `dst` at `offset`: only its data ranges, skipping all-zero blocks in them, so the raw file stays sparse. */
 async function copyInto(src: string, dst: import("node:fs/promises").FileHandle, offset: number): Promise<void> {
   const fh = await open(src, "r");
   const buf = Buffer.alloc(CHUNK);
   try {
-    let pos = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, CHUNK, pos);
-      if (bytesRead === 0) break;
-      // write runs of non-zero 64 KiB blocks; holes stay holes
-      let runStart = -1;
-      for (let b = 0; b <= bytesRead; b += SPARSE_BLOCK) {
-        const end = Math.min(b + SPARSE_BLOCK, bytesRead);
-        const zero = b >= bytesRead || isZero(buf.subarray(b, end));
-        if (!zero && runStart < 0) runStart = b;
-        if (zero && runStart >= 0) {
-          await dst.write(buf, runStart, b - runStart, offset + pos + runStart);
-          runStart = -1;
+    for (const e of await dataExtents(src)) {
+      for (let pos = e.start; pos < e.start + e.length; ) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, e.start + e.length - pos), pos);
+        if (bytesRead === 0) throw new UserError(`${src} ends at byte ${pos}, inside the data range qemu-img map reported`, { file: src });
+        // write runs of non-zero 64 KiB blocks; holes stay holes
+        let runStart = -1;
+        for (let b = 0; b <= bytesRead; b += SPARSE_BLOCK) {
+          const end = Math.min(b + SPARSE_BLOCK, bytesRead);
+          const zero = b >= bytesRead || isZero(buf.subarray(b, end));
+          if (!zero && runStart < 0) runStart = b;
+          if (zero && runStart >= 0) {
+            await dst.write(buf, runStart, b - runStart, offset + pos + runStart);
+            runStart = -1;
+          }
         }
+        if (runStart >= 0) await dst.write(buf, runStart, bytesRead - runStart, offset + pos + runStart);
+        pos += bytesRead;
       }
-      if (runStart >= 0) await dst.write(buf, runStart, bytesRead - runStart, offset + pos + runStart);
-      pos += bytesRead;
     }
   } finally {
     await fh.close();

@@ -20,7 +20,7 @@ export interface DiskOut {
 
 export const diskStage: Stage<DiskOut, { usr: StageResult<UsrMeta>; boot: StageResult<BootOut> }> = {
   name: "disk",
-  requires: (spec) => diskRequirements(spec.output.formats),
+  requires: () => diskRequirements(),
   detail: (ctx) => ctx.spec.output.formats.join(", "),
   async run(ctx, { usr, boot }, io) {
     const { spec } = ctx;

@@ -12,8 +12,7 @@ import { checkoutTop } from "../../adapters/git.js";
 import { canonicalJson } from "../../formats/canonical-json.js";
 import { MANIFEST_FILE, parseManifest, type Artifact, type Manifest, type SecureBootInfo } from "../../pipeline/manifest.js";
 import type { BuildContext, Stage, StageResult } from "../../pipeline/stage.js";
-import { sha256FileAndExtension, sha256Files } from "../../util/hash.js";
-import { VHD_FOOTER_SIZE } from "../../formats/vhd-footer.js";
+import { sha256Files } from "../../util/hash.js";
 import type { BootOut } from "../boot/stage.js";
 import { FIRST_BOOT_FLAG } from "../boot/esp.js";
 import { IGNITION_BASE_DIR } from "../rootfs/ignition.js";
@@ -102,16 +101,12 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
       ...(sb.kek ? { kek: certSubject(sb.kek.cert) } : {}),
     };
   }
-  // the fixed VHD is the raw disk plus its footer (disk stage): its sha256 continues the raw disk's
-  const raw = listed.findIndex((a) => a.kind === "disk-raw");
-  const vhd = listed.findIndex((a) => a.kind === "disk-vhd");
-  const paired = raw >= 0 && vhd >= 0;
-  const rest = listed.filter((_, i) => !paired || (i !== raw && i !== vhd));
-  const [restDigests, pair] = await Promise.all([
-    sha256Files(rest.map((a) => join(staging, a.path))),
-    paired ? sha256FileAndExtension(join(staging, listed[raw]!.path), join(staging, listed[vhd]!.path), VHD_FOOTER_SIZE) : undefined,
-  ]);
-  const digests = listed.map((a) => (paired && a === listed[raw] ? pair!.sha256 : paired && a === listed[vhd] ? pair!.extendedSha256 : restDigests[rest.indexOf(a)]!));
+  // the raw disk's and the VHD's digests come from the disk stage (computed from the pieces it wrote);
+  // the rest are read here, on every core
+  const known = new Map(disk.value.files.filter((f) => f.sha256).map((f) => [basename(f.path), f.sha256!]));
+  const toHash = listed.filter((a) => !known.has(a.path));
+  const hashed = await sha256Files(toHash.map((a) => join(staging, a.path)));
+  const digests = listed.map((a) => known.get(a.path) ?? hashed[toHash.indexOf(a)]!);
   const artifacts: Artifact[] = [{ path: USR_IMAGE, kind: "usr-image", size: usrBytes, sha256: usr.value.imageSha256 }];
   for (const [i, a] of listed.entries()) artifacts.push({ ...a, size: (await stat(join(staging, a.path))).size, sha256: digests[i]! });
   artifacts.sort((a, b) => a.path.localeCompare(b.path));
