@@ -6,9 +6,10 @@
 import type { AnyStage } from "../pipeline/runner.js";
 import { bootStage } from "./boot/stage.js";
 import { diskStage } from "./disk/stage.js";
+import { initramfsStage } from "./initramfs/stage.js";
 import { packagesStage } from "./packages/stage.js";
 import { releaseStage } from "./release/stage.js";
 import { rootfsStage } from "./rootfs/stage.js";
 import { usrStage } from "./usr/stage.js";
 
-export const BUILD_STAGES: readonly AnyStage[] = [packagesStage, rootfsStage, usrStage, bootStage, diskStage, releaseStage];
+export const BUILD_STAGES: readonly AnyStage[] = [packagesStage, rootfsStage, initramfsStage, usrStage, bootStage, diskStage, releaseStage];

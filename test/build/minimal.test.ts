@@ -56,7 +56,7 @@ describe("acl build images/minimal.toml", () => {
   it("prints each stage with its time on stderr (JSON events with --json)", () => {
     const events = stderrA.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { event: string; stage?: string; ms?: number });
     const ended = events.filter((e) => e.event === "stage-end").map((e) => e.stage);
-    expect(ended).toEqual(expect.arrayContaining(["load spec", "rootfs", "usr", "boot", "disk", "release", "publish"]));
+    expect(ended).toEqual(expect.arrayContaining(["load spec", "rootfs", "initramfs", "usr", "boot", "disk", "release", "publish"]));
     expect(events.filter((e) => e.event === "stage-end").every((e) => typeof e.ms === "number")).toBe(true);
   });
 
@@ -146,7 +146,7 @@ describe("acl build images/minimal.toml", () => {
     // the first build into outA wrote its stamp; nothing changed since
     const noop = await build();
     expect(noop.stages.filter((x) => x.stage !== "load spec" && x.stage !== "up to date?").every((x) => x.cached), JSON.stringify(noop.stages)).toBe(true);
-    expect(noop.stages.map((x) => x.stage)).toEqual(["load spec", "up to date?", "packages", "rootfs", "usr", "boot", "disk", "release", "publish"]);
+    expect(noop.stages.map((x) => x.stage)).toEqual(["load spec", "up to date?", "packages", "rootfs", "initramfs", "usr", "boot", "disk", "release", "publish"]);
     expect(noop.upToDate).toBe(true);
     expect(await inodes()).toEqual(before);
     const text = await acl(["build", "images/minimal.toml", "--out", outA], { env });

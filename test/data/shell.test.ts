@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { MICROARCHES } from "../../src/formats/microarch.js";
-import { INIT_TEMPLATE, renderInitScript, type CorruptionPolicy, type InitKind } from "../../src/stages/boot/init-script.js";
+import { INIT_TEMPLATE, renderInitScript, type CorruptionPolicy, type InitKind } from "../../src/stages/initramfs/init-script.js";
 import { BOOT_CHECK_PATH, BOOT_CHECK_REQUEST, bootCheckScript, bootCheckUnit, GUEST_DATA } from "../../src/stages/rootfs/guest-checks.js";
 import { AB_DATA, AB_SCRIPT, AB_UNITS, PCRPHASE_DROPIN, PCRPHASE_UNITS } from "../../src/stages/rootfs/ab-node.js";
 import { compareVersions } from "../../src/formats/boot-entries.js";

@@ -4,7 +4,7 @@
  * systemd-boot and one UKI per /usr slot, each naming its slot's PARTUUID and
  * root hash.
  */
-import { copyFile, mkdir, stat } from "node:fs/promises";
+import { constants as fsConstants, copyFile, mkdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Stage, StageResult } from "../../pipeline/stage.js";
 import { UserError } from "../../errors.js";
@@ -19,7 +19,7 @@ import { BOOTED_PHASES, extendPhases, predictUkiPcr11 } from "../../formats/pcr.
 import type { SlotBootInfo } from "../../pipeline/manifest.js";
 import { sha256Hex } from "../../util/hash.js";
 import { access, readFile } from "node:fs/promises";
-import { buildInitramfs, INITRAMFS_REQUIREMENTS } from "./initramfs.js";
+import { INITRAMFS_IMAGE, type InitramfsOut } from "../initramfs/stage.js";
 
 export interface BootOut {
   vmlinuz: string;
@@ -38,25 +38,17 @@ export interface BootOut {
   signed: string[];
 }
 
-export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; usr: StageResult<UsrMeta> }> = {
+export const bootStage: Stage<BootOut, { rootfs: StageResult<RootfsMeta>; initramfs: StageResult<InitramfsOut>; usr: StageResult<UsrMeta> }> = {
   name: "boot",
-  requires: (spec) => [...INITRAMFS_REQUIREMENTS, ...ESP_REQUIREMENTS, ...(spec.secureboot ? SECUREBOOT_REQUIREMENTS : [])],
+  requires: (spec) => [...ESP_REQUIREMENTS, ...(spec.secureboot ? SECUREBOOT_REQUIREMENTS : [])],
   detail: (_ctx, { rootfs }) => `kernel ${rootfs.value.kernel.release}`,
-  async run(ctx, { rootfs, usr }, io) {
+  async run(ctx, { rootfs, initramfs: initrd, usr }, io) {
     const { spec } = ctx;
     const vmlinuz = join(io.dir, "vmlinuz");
     await copyFile(join(rootfs.dir, ROOTFS_VMLINUZ), vmlinuz);
-    const initramfs = await buildInitramfs({
-      release: rootfs.value.kernel.release,
-      rootDir: join(rootfs.dir, ROOTFS_TREE),
-      microarch: spec.microarch,
-      corruption: spec.usr.verity_corruption,
-      init: spec.init,
-      outFile: join(io.dir, "initramfs.img"),
-      sourceDateEpoch: ctx.epoch,
-      ignition: spec.ignition?.enabled ? { platforms: spec.ignition.platforms } : undefined,
-      reporter: ctx.reporter,
-    });
+    // a copy (a reflink where the file system can): the release moves it into the output
+    const initramfs = { path: join(io.dir, INITRAMFS_IMAGE), modules: initrd.value.modules };
+    await copyFile(join(initrd.dir, INITRAMFS_IMAGE), initramfs.path, fsConstants.COPYFILE_FICLONE);
     const espDir = join(io.dir, "esp");
     await mkdir(espDir);
     const hash = { rootHash: usr.value.verity.rootHash, hashOffset: usr.value.verity.hashOffset };

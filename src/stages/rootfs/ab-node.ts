@@ -30,7 +30,7 @@ import { resolveSpecPath, type ImageSpec } from "../../config/spec.js";
 import { UserError } from "../../errors.js";
 import { dataText } from "../../util/data.js";
 import { exists } from "../../util/fs.js";
-import { parseLdd } from "../boot/initramfs.js";
+import { parseLdd } from "../initramfs/initramfs.js";
 
 export const AB_SCRIPT = "usr/lib/acl/acl-ab";
 export const AB_TOOLS_DIR = "usr/lib/acl/tools";

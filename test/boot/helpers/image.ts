@@ -11,10 +11,10 @@ import { createHash } from "node:crypto";
 import { copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, existsSync, openSync, writeSync, closeSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { installKernel } from "../../../src/stages/rootfs/kernel.js";
-import { buildInitramfs } from "../../../src/stages/boot/initramfs.js";
+import { buildInitramfs } from "../../../src/stages/initramfs/initramfs.js";
 import { buildEsp, slotCmdline } from "../../../src/stages/boot/esp.js";
 import { installGuestChecks } from "../../../src/stages/rootfs/guest-checks.js";
-import type { CorruptionPolicy } from "../../../src/stages/boot/init-script.js";
+import type { CorruptionPolicy } from "../../../src/stages/initramfs/init-script.js";
 import type { Microarch } from "../../../src/formats/microarch.js";
 import { canonicalJson, MANIFEST_SCHEMA_VERSION, type Manifest } from "../../../src/pipeline/manifest.js";
 
@@ -230,7 +230,7 @@ export async function testImage(name: string, o: Omit<TestImageOptions, "outDir"
   // rebuild when the options or any code that shapes the image changed
   const h = createHash("sha256").update(JSON.stringify(o));
   for (const f of [
-    "src/stages/rootfs/kernel.ts", "src/stages/boot/initramfs.ts", "src/stages/boot/init-script.ts", "src/stages/boot/esp.ts",
+    "src/stages/rootfs/kernel.ts", "src/stages/initramfs/initramfs.ts", "src/stages/initramfs/init-script.ts", "src/stages/boot/esp.ts",
     "src/stages/rootfs/guest-checks.ts", "src/formats/cpio.ts", "data/initramfs/init.sh", "data/guest/boot-check.sh",
     "data/guest/acl-boot-check.service", "data/guest/inittab", "test/boot/helpers/image.ts",
   ]) {

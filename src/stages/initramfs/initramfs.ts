@@ -1,5 +1,5 @@
 /**
- * Initramfs stage: a reproducible newc archive (our cpio writer, gzip -n
+ * The initramfs: a reproducible newc archive (our cpio writer, gzip -n
  * equivalent) with busybox-static, the kernel modules the early boot needs
  * (closure from modules.dep), veritysetup and blkid with their shared
  * libraries (ldd closure), and the generated /init.
@@ -14,7 +14,6 @@ import { encodeCpio, type CpioEntry } from "../../formats/cpio.js";
 import { elfInterpreter } from "../../formats/elf.js";
 import type { Microarch } from "../../formats/microarch.js";
 import type { Reporter } from "../../output/reporter.js";
-import { formatMiB } from "../../util/size.js";
 import { renderInitScript, type CorruptionPolicy, type InitKind } from "./init-script.js";
 
 /**
@@ -77,6 +76,7 @@ export interface BuildInitramfsOptions {
 export interface InitramfsResult {
   path: string;
   sha256: string;
+  size: number;
   /** Module names included, in dependency order. */
   modules: string[];
   /** The ones /init loads on every boot, in load order. */
@@ -166,8 +166,16 @@ function addParents(dirs: Set<string>, p: string): void {
   }
 }
 
-export async function buildInitramfs(opts: BuildInitramfsOptions): Promise<InitramfsResult> {
-  const st = opts.reporter?.stage("initramfs", `${opts.microarch}, ${opts.init}, ${opts.corruption} on corruption`);
+/** The archive before compression (what the initramfs stage's cache id is made from) and what it holds. */
+export interface InitramfsArchive {
+  /** The uncompressed newc archive. */
+  cpio: Uint8Array;
+  modules: string[];
+  bootModules: string[];
+}
+
+/** Build the uncompressed archive: reads the host binaries and the tree's modules, renders /init. */
+export async function collectInitramfs(opts: Omit<BuildInitramfsOptions, "outFile" | "compression">): Promise<InitramfsArchive> {
   const files: CpioEntry[] = [];
   const dirs = new Set<string>(["dev", "proc", "sys", "run", "tmp", "sysroot", "etc", "bin", "sbin", "lib", "lib64"]);
   const add = (e: CpioEntry) => {
@@ -216,7 +224,6 @@ export async function buildInitramfs(opts: BuildInitramfsOptions): Promise<Initr
       hint: "choose a kernel flavour with dm-verity, erofs and ext4 support (Debian's cloud-amd64 has them)",
     });
   }
-  if (closure.missing.length) opts.reporter?.info(`initramfs: not in kernel ${opts.release}: ${closure.missing.join(", ")}`);
   const plain = (p: string) => p.replace(/\.(xz|zst|gz)$/, "");
   for (const p of closure.order) {
     add({ path: `lib/modules/${opts.release}/${plain(p)}`, type: "file", perm: 0o644, data: await decompressModule(join(modDir, p)) });
@@ -254,14 +261,22 @@ export async function buildInitramfs(opts: BuildInitramfsOptions): Promise<Initr
     ...[...dirs].filter((d) => !files.some((f) => f.path === d)).map((d): CpioEntry => ({ path: d, type: "dir", perm: d === "tmp" ? 0o1777 : 0o755 })),
     ...files,
   ];
-  const raw = encodeCpio(entries, { mtime: opts.sourceDateEpoch });
-  // zlib's gzip header has mtime 0 and no name: the same bytes `gzip -n` aims for
-  const bytes = (opts.compression ?? "gzip") === "gzip" ? gzipSync(raw, { level: zc.Z_BEST_COMPRESSION }) : Buffer.from(raw);
-  await mkdir(dirname(opts.outFile), { recursive: true });
-  const tmp = `${opts.outFile}.tmp-${process.pid}`;
+  if (closure.missing.length) opts.reporter?.info(`initramfs: not in kernel ${opts.release}: ${closure.missing.join(", ")}`);
+  return { cpio: encodeCpio(entries, { mtime: opts.sourceDateEpoch }), modules: closure.order.map(moduleName), bootModules: loadOrder.map(moduleName) };
+}
+
+/** Compress an archive (zlib's gzip header has mtime 0 and no name: the same bytes `gzip -n` aims for) and write it, by rename. */
+export async function writeInitramfs(archive: InitramfsArchive, outFile: string, compression: "gzip" | "none" = "gzip"): Promise<InitramfsResult> {
+  const bytes = compression === "gzip" ? gzipSync(archive.cpio, { level: zc.Z_BEST_COMPRESSION }) : Buffer.from(archive.cpio);
+  await mkdir(dirname(outFile), { recursive: true });
+  const tmp = `${outFile}.tmp-${process.pid}`;
   await writeFile(tmp, bytes);
-  await rename(tmp, opts.outFile);
+  await rename(tmp, outFile);
   const sha256 = createHash("sha256").update(bytes).digest("hex");
-  st?.end({ note: `${formatMiB(bytes.length)}, ${closure.order.length} modules (${loadOrder.length} loaded at boot)` });
-  return { path: opts.outFile, sha256, modules: closure.order.map(moduleName), bootModules: loadOrder.map(moduleName) };
+  return { path: outFile, sha256, size: bytes.length, modules: archive.modules, bootModules: archive.bootModules };
+}
+
+/** Collect and write in one step (the boot tests' images). */
+export async function buildInitramfs(opts: BuildInitramfsOptions): Promise<InitramfsResult> {
+  return writeInitramfs(await collectInitramfs(opts), opts.outFile, opts.compression);
 }

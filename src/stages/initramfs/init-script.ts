@@ -36,7 +36,7 @@ import { requiredCpuFlags, type Microarch } from "../../formats/microarch.js";
 import { dataText } from "../../util/data.js";
 import { renderTemplate } from "../../util/template.js";
 import { IGNITION_ENGINE } from "../rootfs/ignition.js";
-import { FIRST_BOOT_FLAG } from "./esp.js";
+import { FIRST_BOOT_FLAG } from "../boot/esp.js";
 
 export type CorruptionPolicy = "restart" | "panic";
 export type InitKind = "systemd" | "busybox";
