@@ -7,11 +7,12 @@
  * tree, so editing an overlay file never installs the packages again. A cold
  * build goes through both stages the same way, so both give the same bytes.
  */
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Source } from "../../config/spec-schema.js";
 import type { ImageSpec } from "../../config/spec.js";
 import type { BuildContext, Stage, StageIO } from "../../pipeline/stage.js";
+import { treeFileDigests } from "../rootfs/sbom.js";
 import { sourceType } from "../rootfs/sources/index.js";
 import type { DebPackage, SourceContext } from "../rootfs/sources/source.js";
 
@@ -26,6 +27,8 @@ export interface PackagesMeta {
 
 /** Inside the cache entry. */
 export const PACKAGES_TREE = "tree";
+/** Inside the cache entry: every file's digests (treeFileDigests), reused by the rootfs stage's SBOM for the files it did not change. */
+export const PACKAGES_DIGESTS = "file-digests.json";
 
 /** The sources this stage applies: up to and including the last one that is not a local folder. */
 export function packageSources(spec: Readonly<ImageSpec>): readonly Source[] {
@@ -66,6 +69,7 @@ async function applyPackageSources(ctx: BuildContext, _input: object, io: StageI
     io.progress.progress(i + 1, list.length, "sources");
   }
   await rm(work, { recursive: true, force: true });
+  await writeFile(join(io.dir, PACKAGES_DIGESTS), JSON.stringify(await treeFileDigests(root)));
   return meta;
 }
 

@@ -8,14 +8,47 @@ import { lstat, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { run, tools } from "../../adapters/exec.js";
 import type { DebPackage } from "./sources/source.js";
+import { walk } from "../../util/fs.js";
 import { mapLimit } from "../../util/pool.js";
 import { resolveInRoot } from "./tree.js";
 
 /** Listing the files of an extracted .deb. */
 export const SBOM_TOOLS = tools("sh", "awk", "dpkg-deb");
 
+/** A regular file's digests, by its path in a tree (see treeFileDigests). */
+export interface FileSums {
+  size: number;
+  mtimeMs: number;
+  sha1: string;
+  sha256: string;
+}
+
+/**
+ * Digests taken earlier of a tree this one was copied from (the packages stage's), and the
+ * ctime of a file made right after the copy: a file whose ctime is older, with the same size
+ * and mtime, is the copy untouched (any write, rename, chmod or chown since sets its ctime to
+ * at least the marker's), so its digests are reused instead of read again.
+ */
+export interface KnownSums {
+  sums: Readonly<Record<string, FileSums>>;
+  copiedBeforeCtimeMs: number;
+}
+
+/** Every regular file's size, mtime, SHA1 and SHA256 in a tree, by relative path (16 read at a time). */
+export async function treeFileDigests(root: string): Promise<Record<string, FileSums>> {
+  const files: { rel: string; size: number; mtimeMs: number }[] = [];
+  for await (const e of walk(root)) if (e.stat.isFile()) files.push({ rel: e.rel, size: e.stat.size, mtimeMs: e.stat.mtimeMs });
+  const sums = await mapLimit(files, FILE_PARALLEL, async (f) => {
+    const data = await readFile(join(root, f.rel));
+    return { size: f.size, mtimeMs: f.mtimeMs, sha1: createHash("sha1").update(data).digest("hex"), sha256: createHash("sha256").update(data).digest("hex") };
+  });
+  return Object.fromEntries(files.map((f, i) => [f.rel, sums[i]!]));
+}
+
 export interface SbomInput {
   root: string;
+  /** Digests to reuse for files unchanged since the tree was copied. */
+  known?: KnownSums;
   name: string;
   version: string;
   specDigest: string;
@@ -150,6 +183,8 @@ export async function buildSbom(input: SbomInput): Promise<{ json: string; packa
         return undefined;
       }
       if (!st.isFile()) return undefined;
+      const k = input.known?.sums[rel];
+      if (k && st.ctimeMs < input.known!.copiedBeforeCtimeMs && k.size === st.size && k.mtimeMs === st.mtimeMs) return { rel, sha1: k.sha1, sha256: k.sha256 };
       const data = await readFile(join(root, rel));
       return { rel, sha1: createHash("sha1").update(data).digest("hex"), sha256: createHash("sha256").update(data).digest("hex") };
     });

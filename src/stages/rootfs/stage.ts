@@ -5,7 +5,7 @@
  * setuid policy, ISA audit) and keep only /usr (with /etc etc. in the
  * factory). The entry holds tree/, vmlinuz and sbom.spdx.json.
  */
-import { copyFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { resolveSpecPath, type ImageSpec } from "../../config/spec.js";
 import type { Manifest } from "../../pipeline/manifest.js";
@@ -29,11 +29,11 @@ import {
   removePackageManagers,
   resolveEtcLinks,
 } from "./sanitize.js";
-import { buildSbom, SBOM_TOOLS } from "./sbom.js";
+import { buildSbom, SBOM_TOOLS, type FileSums, type KnownSums } from "./sbom.js";
 import { readDpkgStatus } from "./sources/debian.js";
 import { sourceType } from "./sources/index.js";
 import type { DebPackage } from "./sources/source.js";
-import { applySource, packageSources, PACKAGES_TREE, type PackagesMeta } from "../packages/stage.js";
+import { applySource, packageSources, PACKAGES_DIGESTS, PACKAGES_TREE, type PackagesMeta } from "../packages/stage.js";
 import { run, tools } from "../../adapters/exec.js";
 
 export interface RootfsMeta {
@@ -122,6 +122,10 @@ async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io:
   await mkdir(work);
   // the packages stage's tree, copied whole (owners, modes, times, hard links, xattrs such as file capabilities)
   await run(["cp", "-a", "--reflink=auto", join(pkg.dir, PACKAGES_TREE), root]);
+  // what changes after this marker gets a newer ctime: the SBOM reads only those files again
+  const marker = join(work, "copied");
+  await writeFile(marker, "");
+  const known = await loadKnownSums(join(pkg.dir, PACKAGES_DIGESTS), (await stat(marker)).ctimeMs);
   const packages: DebPackage[] = [...pkg.value.packages];
   const images = [...pkg.value.images];
   const archives = [...pkg.value.archives];
@@ -170,6 +174,7 @@ async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io:
     packages: allPackages,
     images,
     hostPackages: ab.hostPackages,
+    known,
   });
   await writeFile(join(io.dir, ROOTFS_SBOM), sbom.json);
   const removed = [...(await removePackageManagers(root)), ...(await removeMachineState(root))];
@@ -198,4 +203,13 @@ async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io:
     factory,
     ignitionBase,
   };
+}
+
+/** The packages entry's file digests (none when the entry has no such file: every file is read). */
+async function loadKnownSums(path: string, copiedBeforeCtimeMs: number): Promise<KnownSums | undefined> {
+  try {
+    return { sums: JSON.parse(await readFile(path, "utf8")) as Record<string, FileSums>, copiedBeforeCtimeMs };
+  } catch {
+    return undefined;
+  }
 }
