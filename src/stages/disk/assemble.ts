@@ -180,17 +180,16 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
   const digests = sha256Composed(layout.sizeBytes, pieces, footer);
   // a failed conversion must not leave the worker's rejection unheard
   digests.catch(() => undefined);
-  const produced: { format: DiskFormat; path: string; sha256?: string }[] = [];
-  if (formats.includes("qcow2")) {
-    st = rep.stage("disk: qcow2");
+  // qcow2 and VHD side by side: qemu-img converts while cp copies the raw disk's data
+  const qcow2 = async (): Promise<{ format: DiskFormat; path: string } | undefined> => {
+    if (!formats.includes("qcow2")) return undefined;
     const p = join(opts.workDir, DISK_FILE_NAMES.qcow2);
     await rm(p, { force: true });
     await tool(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", rawPath, p]);
-    produced.push({ format: "qcow2", path: p });
-    st.end();
-  }
-  if (footer) {
-    st = rep.stage("disk: fixed VHD");
+    return { format: "qcow2", path: p };
+  };
+  const fixedVhd = async (): Promise<{ format: DiskFormat; path: string } | undefined> => {
+    if (!footer) return undefined;
     const p = join(opts.workDir, DISK_FILE_NAMES.vhd);
     await rm(p, { force: true });
     // the raw disk copied with its holes, and the footer
@@ -201,9 +200,12 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
     } finally {
       await fv.close();
     }
-    produced.push({ format: "vhd", path: p });
-    st.end();
-  }
+    return { format: "vhd", path: p };
+  };
+  const conversions = formats.filter((f) => f !== "raw").map((f) => (f === "vhd" ? "fixed VHD" : f));
+  const conv = conversions.length ? rep.stage(`disk: ${conversions.join(" and ")}`) : undefined;
+  const produced: { format: DiskFormat; path: string; sha256?: string }[] = (await Promise.all([qcow2(), fixedVhd()])).filter((x) => x !== undefined);
+  conv?.end();
   const { sha256: rawSha256, withTail: vhdSha256 } = await digests;
   const vhd = produced.find((f) => f.format === "vhd");
   if (vhd) vhd.sha256 = vhdSha256;

@@ -6,9 +6,8 @@
  * the build's signing key. An unsigned build writes the payload without the
  * signature block; `acl update apply` refuses it.
  */
-import { createReadStream, createWriteStream } from "node:fs";
-import { stat, truncate, writeFile, appendFile } from "node:fs/promises";
-import { pipeline } from "node:stream/promises";
+import { createHash } from "node:crypto";
+import { open, stat } from "node:fs/promises";
 import type { ImageSpec } from "../../config/spec.js";
 import { encodeSignatureBlock, encodeUpdateHeader, type SectionName } from "../../formats/update-payload.js";
 import { signBytes } from "../../formats/signature.js";
@@ -31,8 +30,11 @@ export interface PayloadInputs {
   signKey?: string;
 }
 
-/** Write the payload to `dest`. */
-export async function writeUpdatePayload(dest: string, p: PayloadInputs): Promise<void> {
+/** Bytes read and written at a time (Node's stream default of 64 KiB made a 260 MB payload take 2 s). */
+const CHUNK = 4 << 20;
+
+/** Write the payload to `dest`; returns its sha256, taken from the bytes as they are written. */
+export async function writeUpdatePayload(dest: string, p: PayloadInputs): Promise<string> {
   const files: [SectionName, string, string | undefined][] = [
     ["uki-A", p.ukis.A, undefined],
     ["uki-B", p.ukis.B, undefined],
@@ -51,14 +53,43 @@ export async function writeUpdatePayload(dest: string, p: PayloadInputs): Promis
     },
     sections,
   );
-  await writeFile(dest, header);
-  for (const [i, [, path]] of files.entries()) {
-    await truncate(dest, meta.sections[i]!.offset);
-    await pipeline(createReadStream(path), createWriteStream(dest, { flags: "a" }));
+  const hash = createHash("sha256");
+  const out = await open(dest, "w");
+  let pos = 0;
+  const put = async (b: Uint8Array) => {
+    await out.write(b, 0, b.length, pos);
+    hash.update(b);
+    pos += b.length;
+  };
+  // the gaps up to each section's (aligned) offset are zeros
+  const zerosTo = async (offset: number) => {
+    if (offset < pos) throw new Error(`payload section at ${offset} overlaps the bytes before it (${pos})`);
+    if (offset > pos) await put(Buffer.alloc(offset - pos));
+  };
+  try {
+    await put(header);
+    const buf = Buffer.alloc(CHUNK);
+    for (const [i, [, path]] of files.entries()) {
+      await zerosTo(meta.sections[i]!.offset);
+      const src = await open(path, "r");
+      try {
+        for (;;) {
+          const { bytesRead } = await src.read(buf, 0, CHUNK, null);
+          if (!bytesRead) break;
+          await put(buf.subarray(0, bytesRead));
+        }
+      } finally {
+        await src.close();
+      }
+    }
+    await zerosTo(meta.signatureOffset);
+    if (p.signKey) {
+      const signer = await loadPrivateKey(p.signKey);
+      const sig = signBytes(signer.key, header);
+      await put(encodeSignatureBlock({ algorithm: signer.type, keyId: signer.keyId, signature: sig.toString("base64") }));
+    }
+  } finally {
+    await out.close();
   }
-  await truncate(dest, meta.signatureOffset);
-  if (!p.signKey) return;
-  const signer = await loadPrivateKey(p.signKey);
-  const sig = signBytes(signer.key, header);
-  await appendFile(dest, encodeSignatureBlock({ algorithm: signer.type, keyId: signer.keyId, signature: sig.toString("base64") }));
+  return hash.digest("hex");
 }

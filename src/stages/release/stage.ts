@@ -69,14 +69,17 @@ async function cloneFile(src: string, dest: string): Promise<void> {
 async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: ReleaseInput): Promise<Manifest> {
   const { spec, stagingDir: staging } = ctx;
   const meta = rootfs.value;
-  await cloneFile(join(usr.dir, USR_IMAGE), join(staging, USR_IMAGE));
   await rename(boot.value.vmlinuz, join(staging, "vmlinuz"));
   await rename(boot.value.initramfs, join(staging, "initramfs.img"));
   for (const f of disk.value.files) await rename(f.path, join(staging, basename(f.path)));
   await cloneFile(join(rootfs.dir, ROOTFS_SBOM), join(staging, "sbom.spdx.json"));
-  const usrBytes = (await stat(join(staging, USR_IMAGE))).size;
   const payload = payloadName(spec);
-  await writeUpdatePayload(join(staging, payload), { spec, usr: usr.value, usrImage: join(staging, USR_IMAGE), ukis: boot.value.ukis, signKey: ctx.signKey });
+  // the /usr image copied out of its cache entry while the payload is written from that entry too
+  const [payloadSha256] = await Promise.all([
+    writeUpdatePayload(join(staging, payload), { spec, usr: usr.value, usrImage: join(usr.dir, USR_IMAGE), ukis: boot.value.ukis, signKey: ctx.signKey }),
+    cloneFile(join(usr.dir, USR_IMAGE), join(staging, USR_IMAGE)),
+  ]);
+  const usrBytes = (await stat(join(staging, USR_IMAGE))).size;
 
   const listed: { path: string; kind: Artifact["kind"] }[] = [
     { path: payload, kind: "update-payload" },
@@ -101,9 +104,10 @@ async function writeManifest(ctx: BuildContext, { rootfs, usr, boot, disk }: Rel
       ...(sb.kek ? { kek: certSubject(sb.kek.cert) } : {}),
     };
   }
-  // the raw disk's and the VHD's digests come from the disk stage (computed from the pieces it wrote);
-  // the rest are read here, on every core
+  // the raw disk's and the VHD's digests come from the disk stage (computed from the data it wrote),
+  // the payload's from its writing; the rest are read here, on every core
   const known = new Map(disk.value.files.filter((f) => f.sha256).map((f) => [basename(f.path), f.sha256!]));
+  known.set(payload, payloadSha256);
   const toHash = listed.filter((a) => !known.has(a.path));
   const hashed = await sha256Files(toHash.map((a) => join(staging, a.path)));
   const digests = listed.map((a) => known.get(a.path) ?? hashed[toHash.indexOf(a)]!);
