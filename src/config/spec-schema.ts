@@ -170,10 +170,26 @@ const Usr = z
   .strictObject({
     filesystem: z.enum(["erofs", "squashfs"]).default("erofs").describe("Filesystem of the /usr image"),
     compression: z.enum(["none", "lz4", "lz4hc"]).default("lz4hc").describe("Compression of the /usr image"),
+    compression_level: z
+      .number()
+      .int()
+      .min(1)
+      .max(12)
+      .optional()
+      .describe("lz4hc level for an erofs /usr, 1-12 (default: mkfs.erofs's 9); lower builds faster, higher packs tighter"),
     verity_corruption: z
       .enum(["restart", "panic"])
       .default("panic")
       .describe("What the kernel does when dm-verity finds corrupted /usr data"),
+  })
+  .superRefine((u, ctx) => {
+    if (u.compression_level !== undefined && (u.filesystem !== "erofs" || u.compression !== "lz4hc"))
+      ctx.addIssue({
+        code: "custom",
+        path: ["compression_level"],
+        message: `is set, but only an erofs /usr compressed with lz4hc has levels (this one is ${u.filesystem} with ${u.compression})`,
+        params: { hint: 'set compression = "lz4hc" with filesystem = "erofs", or remove compression_level' },
+      });
   })
   .describe("The /usr filesystem");
 

@@ -56,6 +56,16 @@ describe("image spec loading", () => {
     expect(e.hint).toMatch(/line 2, column 11/);
   });
 
+  it("takes an lz4hc level for an erofs /usr, and refuses one anywhere else naming the key", async () => {
+    const ok = await loadSpec(await specFile(base + `[usr]\ncompression = "lz4hc"\ncompression_level = 4\n`));
+    expect(ok.usr).toMatchObject({ filesystem: "erofs", compression: "lz4hc", compression_level: 4 });
+    const e = await failure(base + `[usr]\nfilesystem = "squashfs"\ncompression_level = 4\n`);
+    expect(e.message).toContain("usr.compression_level");
+    expect(e.message).toContain("only an erofs /usr compressed with lz4hc has levels (this one is squashfs with lz4hc)");
+    expect(e.hint).toContain('set compression = "lz4hc" with filesystem = "erofs"');
+    expect((await failure(base + `[usr]\ncompression_level = 13\n`)).message).toContain("usr.compression_level");
+  });
+
   it("names an unknown key with its path and the nearest valid key", async () => {
     const e = await failure(base + `[usr]\nfilesytem = "erofs"\n`);
     expect(e.message).toContain("unknown key 'usr.filesytem'");
@@ -192,7 +202,7 @@ describe("helpers", () => {
   it("lists valid keys through arrays and unions", () => {
     expect(validKeysAt(["sources", 0], { sources: [{ type: "debian" }] })).toContain("packages");
     expect(validKeysAt(["sources", 0], { sources: [{ type: "dir" }] })).toEqual(["type", "path"]);
-    expect(validKeysAt(["usr"], {})).toEqual(["filesystem", "compression", "verity_corruption"]);
+    expect(validKeysAt(["usr"], {})).toEqual(["filesystem", "compression", "compression_level", "verity_corruption"]);
   });
 });
 

@@ -12,6 +12,8 @@ export interface UsrImageOptions {
   outFile: string;
   filesystem: "erofs" | "squashfs";
   compression: "none" | "lz4" | "lz4hc";
+  /** lz4hc's level (erofs only); mkfs.erofs's default when absent. */
+  level?: number;
   uuid: string;
   sourceDateEpoch: number;
 }
@@ -27,7 +29,7 @@ export async function makeUsrImage(o: UsrImageOptions): Promise<{ size: number }
         `-T${o.sourceDateEpoch}`,
         `-U${o.uuid}`,
         "-Eforce-inode-compact",
-        ...(o.compression === "none" ? [] : [`-z${o.compression}`]),
+        ...(o.compression === "none" ? [] : [`-z${o.compression}${o.compression === "lz4hc" && o.level !== undefined ? `,${o.level}` : ""}`]),
         o.outFile,
         src,
       ],

@@ -42,6 +42,7 @@ export const usrStage: Stage<UsrMeta, { rootfs: StageResult<RootfsMeta> }> = {
       outFile: img,
       filesystem: spec.usr.filesystem,
       compression: spec.usr.compression,
+      level: spec.usr.compression_level,
       uuid: fsUuid,
       sourceDateEpoch: ctx.epoch,
     });
