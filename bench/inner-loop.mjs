@@ -3,7 +3,9 @@
 //   cold build (--no-cache: every stage runs; downloaded packages are reused), no-op rebuild,
 //   and a rebuild after one overlay line changed (boot times: bench/boot.mjs). Each figure is printed next
 //   to its target, as a ratio to the cold build of the same run where two things are compared,
-//   so a busy machine still gives a true reading.
+//   so a busy machine still gives a true reading. The edit's time per stage follows, and the same
+//   edit redone by hand with the tools acl runs (cp, mkfs.erofs, veritysetup, dd, qemu-img, and
+//   sha256sum): the floor for those steps alone, without acl's SBOM, audits, boot chain or manifest.
 // Usage: node bench/inner-loop.mjs [minimal|container-host]...   (default: both)
 import { execFileSync, spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -24,6 +26,43 @@ function timed(args) {
 }
 
 const rows = [];
+const breakdowns = [];
+
+function sh(argv) {
+  const r = spawnSync(argv[0], argv.slice(1), { encoding: "utf8", maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`${argv.join(" ")} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+/** The overlay edit redone by hand from the same packages tree: seconds without and with the digests. */
+function handRun(work, overlay, out) {
+  const cacheLs = JSON.parse(execFileSync(ACL, ["cache", "ls", "--json"], { env, encoding: "utf8" }));
+  // the packages entry the edit build just used is the most recently used one
+  const pkg = cacheLs.items.filter((i) => i.kind === "stage" && i.name === "packages").sort((a, b) => b.usedMs - a.usedMs)[0];
+  if (!pkg) return undefined;
+  const m = JSON.parse(readFileSync(join(out, "manifest.json"), "utf8"));
+  const usrA = m.disk.partitions.find((p) => p.label === "USR-A");
+  const w = mkdtempSync(join(work, "hand-"));
+  const t = process.hrtime.bigint();
+  sh(["cp", "-a", "--reflink=auto", join(cacheLs.root, pkg.path, "tree"), join(w, "tree")]);
+  sh(["cp", "-a", `${overlay}/.`, join(w, "tree")]);
+  // the kernel's modules, from acl's unpacked copy of the package
+  const modules = join(cacheLs.root, "kernel/unpacked", `${m.kernel.package}_${m.kernel.version}`, "lib/modules", m.kernel.release);
+  sh(["mkdir", "-p", join(w, "tree/usr/lib/modules")]);
+  sh(["cp", "-a", modules, join(w, "tree/usr/lib/modules/")]);
+  sh(["mkfs.erofs", "--quiet", `-T${env.SOURCE_DATE_EPOCH}`, `-U${m.usr.uuid}`, "-Eforce-inode-compact", `-z${m.usr.filesystem === "erofs" ? "lz4hc" : "lz4"}`, join(w, "usr.img"), join(w, "tree/usr")]);
+  const fsBytes = Number(sh(["stat", "-c", "%s", join(w, "usr.img")]).trim());
+  sh(["veritysetup", "format", `--hash-offset=${Math.ceil(fsBytes / 4096) * 4096}`, join(w, "usr.img"), join(w, "usr.img")]);
+  sh(["truncate", "-s", String(m.disk.sizeBytes), join(w, "disk.raw")]);
+  sh(["dd", `if=${join(w, "usr.img")}`, `of=${join(w, "disk.raw")}`, "bs=4M", `seek=${usrA.firstLba * m.disk.sectorSize}`, "oflag=seek_bytes", "conv=sparse,notrunc", "status=none"]);
+  sh(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", join(w, "disk.raw"), join(w, "disk.qcow2")]);
+  sh(["cp", "--sparse=always", join(w, "disk.raw"), join(w, "disk.vhd")]);
+  const tools = Number(process.hrtime.bigint() - t) / 1e9;
+  sh(["sha256sum", ...["disk.raw", "disk.vhd", "disk.qcow2", "usr.img"].map((f) => join(w, f))]);
+  const withDigests = Number(process.hrtime.bigint() - t) / 1e9;
+  rmSync(w, { recursive: true, force: true });
+  return { tools, withDigests };
+}
 const row = (image, figure, seconds, target, ratioTo) =>
   rows.push({ image, figure, seconds, target, ratio: ratioTo ? seconds / ratioTo : undefined, met: target === undefined ? undefined : seconds <= target });
 
@@ -54,6 +93,16 @@ for (const image of images) {
       writeFileSync(edited, readFileSync(edited, "utf8") + "# bench edit\n");
       const edit = timed(["build", spec, "--out", out, "--json"]);
       row(image, "one overlay line changed", edit.s, 15, cold);
+      const stages = JSON.parse(edit.stdout).stages;
+      breakdowns.push(`${image} edit by stage: ${stages.filter((x) => x.ms >= 50 || x.cached).map((x) => `${x.stage} ${(x.ms / 1000).toFixed(1)}${x.cached ? " (cached)" : ""}`).join(", ")}`);
+      const hand = handRun(work, overlay, out);
+      if (hand) {
+        hand.ours = edit.s;
+        breakdowns.push(
+          `${image} the edit by hand (same packages tree and kernel modules; cp, mkfs.erofs, veritysetup, dd, qemu-img): ${hand.tools.toFixed(1)} s, ` +
+            `with sha256sum of the disks and /usr: ${hand.withDigests.toFixed(1)} s; ours / hand-run: ${(edit.s / hand.tools).toFixed(2)} and ${(edit.s / hand.withDigests).toFixed(2)}`,
+        );
+      }
     }
     console.error(`${image}: no-op build reported cached: ${cachedStages.join(", ")}`);
   } finally {
@@ -67,3 +116,4 @@ for (const r of rows) {
     `${r.image.padEnd(15)} ${r.figure.padEnd(35)} ${r.seconds.toFixed(1).padStart(7)}  ${(r.target === undefined ? "" : `≤ ${r.target}`).padEnd(6)}  ${(r.ratio === undefined ? "" : r.ratio.toFixed(3)).padStart(13)}  ${r.met === undefined ? "" : r.met ? "yes" : "no"}`,
   );
 }
+for (const b of breakdowns) console.log(b);
