@@ -35,7 +35,9 @@ function sh(argv) {
 }
 
 /** The overlay edit redone by hand from the same packages tree: seconds without and with the digests. */
-function handRun(work, overlay, out) {
+async function handRun(work, overlay, out, specPath) {
+  const { loadSpec } = await import(join(REPO, "dist/config/spec.js"));
+  const usr = (await loadSpec(specPath)).usr;
   const cacheLs = JSON.parse(execFileSync(ACL, ["cache", "ls", "--json"], { env, encoding: "utf8" }));
   // the packages entry the edit build just used is the most recently used one
   const pkg = cacheLs.items.filter((i) => i.kind === "stage" && i.name === "packages").sort((a, b) => b.usedMs - a.usedMs)[0];
@@ -50,7 +52,7 @@ function handRun(work, overlay, out) {
   const modules = join(cacheLs.root, "kernel/unpacked", `${m.kernel.package}_${m.kernel.version}`, "lib/modules", m.kernel.release);
   sh(["mkdir", "-p", join(w, "tree/usr/lib/modules")]);
   sh(["cp", "-a", modules, join(w, "tree/usr/lib/modules/")]);
-  sh(["mkfs.erofs", "--quiet", `-T${env.SOURCE_DATE_EPOCH}`, `-U${m.usr.uuid}`, "-Eforce-inode-compact", `-z${m.usr.filesystem === "erofs" ? "lz4hc" : "lz4"}`, join(w, "usr.img"), join(w, "tree/usr")]);
+  sh(["mkfs.erofs", "--quiet", `-T${env.SOURCE_DATE_EPOCH}`, `-U${m.usr.uuid}`, "-Eforce-inode-compact", ...(usr.compression === "none" ? [] : [`-z${usr.compression}${usr.compression_level ? `,${usr.compression_level}` : ""}`]), join(w, "usr.img"), join(w, "tree/usr")]);
   const fsBytes = Number(sh(["stat", "-c", "%s", join(w, "usr.img")]).trim());
   sh(["veritysetup", "format", `--hash-offset=${Math.ceil(fsBytes / 4096) * 4096}`, join(w, "usr.img"), join(w, "usr.img")]);
   sh(["truncate", "-s", String(m.disk.sizeBytes), join(w, "disk.raw")]);
@@ -95,7 +97,7 @@ for (const image of images) {
       row(image, "one overlay line changed", edit.s, 15, cold);
       const stages = JSON.parse(edit.stdout).stages;
       breakdowns.push(`${image} edit by stage: ${stages.filter((x) => x.ms >= 50 || x.cached).map((x) => `${x.stage} ${(x.ms / 1000).toFixed(1)}${x.cached ? " (cached)" : ""}`).join(", ")}`);
-      const hand = handRun(work, overlay, out);
+      const hand = await handRun(work, overlay, out, spec);
       if (hand) {
         hand.ours = edit.s;
         breakdowns.push(
