@@ -7,7 +7,8 @@
  * (a partition size, the kernel command line, a file, the package list)
  * reuses exactly the stages before the first one it touches.
  */
-import { cp, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { execa } from "execa";
+import { appendFile, cp, mkdir, mkdtemp, readFile, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -19,8 +20,8 @@ let tmp: string;
 let spec: string;
 let cache: string;
 
-async function build(out: string, extra: string[] = []): Promise<{ stages: { stage: string; cached: boolean }[]; manifest: Manifest }> {
-  const r = await acl(["build", spec, "--out", out, "--json", ...extra], { env: { SOURCE_DATE_EPOCH: SDE, ACL_CACHE_DIR: cache } });
+async function build(out: string, extra: string[] = [], repo?: string): Promise<{ stages: { stage: string; cached: boolean }[]; manifest: Manifest }> {
+  const r = await acl(["build", spec, "--out", out, "--json", ...extra], { env: { SOURCE_DATE_EPOCH: SDE, ACL_CACHE_DIR: cache }, repo });
   expect(r.exitCode, r.stderr.slice(-3000)).toBe(0);
   const res = JSON.parse(r.stdout) as { stages: { stage: string; cached: boolean }[] };
   return { stages: res.stages, manifest: parseManifest(JSON.parse(await readFile(join(out, "manifest.json"), "utf8"))) };
@@ -75,4 +76,50 @@ describe("rebuilds after a change", () => {
     expect(await variant(base)).toMatchObject({ packages: true, rootfs: true, usr: true });
     expect(await variant(base)).toEqual({ packages: true, rootfs: true, initramfs: true, usr: true, boot: true, disk: true, release: true, publish: true });
   }, 30 * 60_000);
+
+  it("rebuilds every stage when acl's own code changed, with the same bytes", async () => {
+    const out = join(tmp, "code");
+    const before = await build(out);
+    // a copy of the CLI whose code differs by a comment: every stage id changes, the output must not
+    const copy = join(tmp, "acl-copy");
+    await mkdir(copy);
+    for (const d of ["bin", "dist", "data", "package.json"]) await cp(join(REPO, d), join(copy, d), { recursive: true });
+    await symlink(join(REPO, "node_modules"), join(copy, "node_modules"));
+    await appendFile(join(copy, "dist/stages/usr/mkfs.js"), "\n// a change to acl's own code\n");
+    const after = await build(out, [], copy);
+    expect(cached(after.stages)).toEqual({ packages: false, rootfs: false, initramfs: false, usr: false, boot: false, disk: false, release: false, publish: false });
+    expect(after.manifest.artifacts).toEqual(before.manifest.artifacts);
+  }, 30 * 60_000);
+
+  it("rebuilds from the rootfs stage on for another kernel, with a cold build's bytes", async (t) => {
+    const other = await otherCloudKernel();
+    if (!other) {
+      t.skip("apt knows a single linux-image-cloud-amd64 version: no second kernel to switch to");
+      return;
+    }
+    const base = await readFile(spec, "utf8");
+    const out = join(tmp, "kernel");
+    await build(out);
+    await writeFile(spec, base.replace('package = "linux-image-cloud-amd64"', `package = "${other}"`));
+    try {
+      const edit = await build(out);
+      expect(cached(edit.stages)).toEqual({ packages: true, rootfs: false, initramfs: false, usr: false, boot: false, disk: false, release: false, publish: false });
+      expect(edit.manifest.kernel?.package).toBe(other);
+      const cold = await build(join(tmp, "kernel-cold"), ["--no-cache"]);
+      expect(cold.manifest.artifacts).toEqual(edit.manifest.artifacts);
+    } finally {
+      await writeFile(spec, base);
+    }
+  }, 30 * 60_000);
 });
+
+/** A cloud kernel package other than the one linux-image-cloud-amd64 installs now (the metapackage's other version in apt's lists). */
+async function otherCloudKernel(): Promise<string | undefined> {
+  const policy = (await execa("apt-cache", ["policy", "linux-image-cloud-amd64"])).stdout;
+  const candidate = /Candidate:\s*(\S+)/.exec(policy)?.[1];
+  const versions = (await execa("apt-cache", ["madison", "linux-image-cloud-amd64"])).stdout.split("\n").map((l) => l.split("|")[1]?.trim()).filter(Boolean);
+  const version = versions.find((v) => v !== candidate);
+  if (!version) return undefined;
+  const show = (await execa("apt-cache", ["show", `linux-image-cloud-amd64=${version}`])).stdout;
+  return /^Depends:.*?(linux-image-\d[^\s,]*-cloud-amd64)/m.exec(show)?.[1];
+}

@@ -10,8 +10,9 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function acl(args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
-  const r = await execa(process.execPath, [join(REPO, "bin/run.js"), ...args], {
+export async function acl(args: string[], opts: { env?: Record<string, string>; cwd?: string; timeoutMs?: number; repo?: string } = {}): Promise<CliResult> {
+  // `repo`: another copy of the CLI (bin/, dist/, data/, package.json), such as one with its code changed
+  const r = await execa(process.execPath, [join(opts.repo ?? REPO, "bin/run.js"), ...args], {
     cwd: opts.cwd ?? REPO,
     env: { ACL_CACHE_DIR: TEST_CACHE, ...opts.env },
     reject: false,
