@@ -91,16 +91,14 @@ describe("rebuilds after a change", () => {
     expect(after.manifest.artifacts).toEqual(before.manifest.artifacts);
   }, 30 * 60_000);
 
-  it("rebuilds from the rootfs stage on for another kernel, with a cold build's bytes", async (t) => {
+  it("rebuilds from the rootfs stage on for another kernel, with a cold build's bytes", async () => {
     const other = await otherCloudKernel();
-    if (!other) {
-      t.skip("apt knows a single linux-image-cloud-amd64 version: no second kernel to switch to");
-      return;
-    }
+    // Debian 12 with its security archive lists two versions of the metapackage (point release and security)
+    expect(other, "apt lists a single linux-image-cloud-amd64 version: add bookworm-security to apt's sources").toBeDefined();
     const base = await readFile(spec, "utf8");
     const out = join(tmp, "kernel");
     await build(out);
-    await writeFile(spec, base.replace('package = "linux-image-cloud-amd64"', `package = "${other}"`));
+    await writeFile(spec, base.replace('package = "linux-image-cloud-amd64"', `package = "${other!}"`));
     try {
       const edit = await build(out);
       expect(cached(edit.stages)).toEqual({ packages: true, rootfs: false, initramfs: false, usr: false, boot: false, disk: false, release: false, publish: false });
