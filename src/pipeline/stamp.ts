@@ -7,7 +7,7 @@
  * that was written). Anything else (a missing, added, resized or rewritten
  * file, another key, no stamp) means a full build.
  */
-import { readFile, rename, rm, writeFile } from "node:fs/promises";
+import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { walk } from "../util/fs.js";
 import { canonicalJson } from "./manifest.js";
@@ -58,6 +58,8 @@ export async function staleReason(outDir: string, buildKey: string): Promise<str
     return "no build stamp in the output folder";
   }
   if (stamp.buildKey !== buildKey) return "the inputs changed";
+  // a stamp outlives its folder when the folder is removed by hand
+  if (!(await stat(outDir).then((s) => s.isDirectory(), () => false))) return "the output folder is gone";
   const now = await snapshot(outDir);
   for (const [rel, want] of Object.entries(stamp.files)) {
     const got = now[rel];

@@ -28,7 +28,7 @@ describe("build stamp", () => {
     expect(await staleReason(out, "key-1")).toBeUndefined();
   });
 
-  it("says why it is not: another key, a missing, rewritten, re-timed or added file, no stamp", async () => {
+  it("says why it is not: another key, a missing, rewritten, re-timed or added file, no folder, no stamp", async () => {
     expect(await staleReason(out, "key-2")).toBe("the inputs changed");
     await copyFile(join(out, "disk.raw"), join(out, "disk.copy"));
     expect(await staleReason(out, "key-1")).toBe("disk.copy was added to the output folder");
@@ -41,6 +41,10 @@ describe("build stamp", () => {
     expect(await staleReason(out, "key-1")).toBe("secureboot/db.der changed since it was built");
     await rm(join(out, "secureboot/db.der"));
     expect(await staleReason(out, "key-1")).toBe("secureboot/db.der is missing");
+    // the folder removed by hand, its stamp left beside it
+    await writeStamp(out, "key-1");
+    await rm(out, { recursive: true });
+    expect(await staleReason(out, "key-1")).toBe("the output folder is gone");
     await rm(stampPath(out));
     expect(await staleReason(out, "key-1")).toBe("no build stamp in the output folder");
   });
