@@ -5,7 +5,8 @@
  * rename, so a crash never leaves a half-written entry that looks valid.
  */
 import { createHash } from "node:crypto";
-import { lstat, mkdir, mkdtemp, readFile, rename, rm, stat, utimes, writeFile, readdir } from "node:fs/promises";
+import { lstat, mkdir, readFile, rename, rm, stat, utimes, writeFile, readdir } from "node:fs/promises";
+import { ownedTempDir, ownerAlive, OWNER_FILE, readOwner, removeAbandoned, type Abandoned } from "./owner.js";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { walk } from "../util/fs.js";
@@ -42,6 +43,8 @@ export interface CacheItem {
   bytes: number;
   /** Last use (an entry's folder mtime is touched on every hit). */
   usedMs: number;
+  /** A scratch folder whose owner (a build) still runs: never removed. */
+  live?: boolean;
 }
 
 export function stageId(name: string, inputs: unknown): string {
@@ -98,10 +101,22 @@ export class StageCache {
     await utimes(this.dir(name, id), now, now);
   }
 
-  /** A fresh folder to build an entry in. */
+  /** A fresh folder to build an entry in, naming this process as its owner. */
   async scratch(name: string): Promise<string> {
     await mkdir(join(this.root, "tmp"), { recursive: true });
-    return mkdtemp(join(this.root, "tmp", `${name}-`));
+    return ownedTempDir(join(this.root, "tmp"), `${name}-`);
+  }
+
+  /**
+   * Remove what builds that stopped without cleaning up left (killed, or the machine went down):
+   * scratch entries and unpack or download folders whose owner process is gone.
+   */
+  async removeAbandoned(): Promise<Abandoned[]> {
+    return [
+      ...(await removeAbandoned(join(this.root, "tmp"), () => true)),
+      ...(await removeAbandoned(join(this.root, "kernel/unpacked"), (n) => n.startsWith("."))),
+      ...(await removeAbandoned(join(this.root, "kernel/debs"), (n) => n.startsWith(".dl-"))),
+    ];
   }
 
   /**
@@ -113,6 +128,8 @@ export class StageCache {
    */
   async commit<T>(scratchDir: string, name: string, id: string, meta: T): Promise<string> {
     // its size, so listing and bounding the cache need not walk every tree in it
+    // an entry has no owner: only unfinished folders do
+    await rm(join(scratchDir, OWNER_FILE), { force: true });
     const bytes = await diskUsage(scratchDir);
     await writeFile(join(scratchDir, "stage.json"), canonicalJson({ id, name, meta, bytes }));
     const dest = this.dir(name, id);
@@ -129,7 +146,7 @@ export class StageCache {
           await rm(scratchDir, { recursive: true, force: true });
           break;
         }
-        const aside = await mkdtemp(join(this.root, "tmp", `${name}-stale-`));
+        const aside = await ownedTempDir(join(this.root, "tmp"), `${name}-stale-`);
         await rename(dest, join(aside, "entry")).catch(() => undefined);
         await rm(aside, { recursive: true, force: true });
       }
@@ -182,7 +199,8 @@ export class StageCache {
         let bytes = remember && memo[c]?.mtimeMs === st.mtimeMs ? memo[c]!.bytes : undefined;
         bytes ??= await diskUsage(join(this.root, c));
         if (remember) fresh[c] = { mtimeMs: st.mtimeMs, bytes };
-        items.push({ kind, name: c.slice(rel.length + 1), path: c, bytes, usedMs: st.mtimeMs });
+        const owner = kind === "scratch" || c.slice(rel.length + 1).startsWith(".") ? await readOwner(join(this.root, c)) : undefined;
+        items.push({ kind, name: c.slice(rel.length + 1), path: c, bytes, usedMs: st.mtimeMs, ...(owner && (await ownerAlive(owner)) ? { live: true } : {}) });
       }
     };
     await files("download", "debs", false);
@@ -204,7 +222,7 @@ export class StageCache {
     const cutoff = Date.now() - graceMs;
     for (const i of [...items].reverse()) {
       if (total <= maxBytes) break;
-      if (i.usedMs >= cutoff) continue;
+      if (i.usedMs >= cutoff || i.live) continue;
       await this.remove(i);
       total -= i.bytes;
       removed.push(i);

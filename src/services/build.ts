@@ -5,7 +5,8 @@
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
+import { ownedTempDir, removeAbandoned } from "../pipeline/owner.js";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { installedVersions } from "../adapters/dpkg.js";
 import { checkRequirements } from "../adapters/exec.js";
@@ -112,6 +113,13 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const timings: StageTiming[] = [{ stage: "load spec", ms: Math.round(load.end()), cached: false }];
 
   await checkOutDir(outDir);
+  // first (a build with nothing to do cleans up too): what builds killed before they could clean up
+  // left, their work folders beside this output and their unfinished cache entries (each names its
+  // owner process; a running build's are kept)
+  const cache = Object.assign(new StageCache(cacheDir, !opts.noCache), { maxBytes: defaultMaxBytes() });
+  const workPrefix = `.${basename(outDir)}.build-`;
+  for (const a of [...(await removeAbandoned(dirname(outDir), (n) => n.startsWith(workPrefix))), ...(await cache.removeAbandoned())])
+    r.info(`removed ${a.path}, left by ${a.owner ? `a build that stopped (pid ${a.owner.pid})` : "an earlier build"}`);
   // nothing changed and the output is as it was published: nothing to do
   const key = await buildKey(spec, { epoch, hostTools, signKey, secureBoot, cacheDir });
   if (!opts.noCache) {
@@ -121,7 +129,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   let work: string;
   try {
     await makeDir(dirname(outDir));
-    work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.build-`));
+    work = await ownedTempDir(dirname(outDir), workPrefix);
   } catch (e) {
     throw new UserError(`cannot create the build's work folder in ${dirname(outDir)}: ${fsReason(e)}`, {
       file: dirname(outDir),
@@ -135,7 +143,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const ctx: BuildContext = {
       spec,
       epoch,
-      cache: Object.assign(new StageCache(cacheDir, !opts.noCache), { maxBytes: defaultMaxBytes() }),
+      cache,
       workDir: work,
       stagingDir: staging,
       reporter: r,

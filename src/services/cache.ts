@@ -54,7 +54,8 @@ export async function pruneCache(o: PruneOptions): Promise<PruneResult> {
   const removed: CacheItem[] = [];
   const remove = async (items: CacheItem[]) => {
     for (const i of items) {
-      if (i.usedMs >= cutoff) continue;
+      // a running build's scratch folder is never removed, whatever is asked
+      if (i.usedMs >= cutoff || i.live) continue;
       await cache.remove(i);
       removed.push(i);
     }

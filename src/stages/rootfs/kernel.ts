@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { run, tools } from "../../adapters/exec.js";
 import { UserError } from "../../errors.js";
+import { ownedTempDir, OWNER_FILE } from "../../pipeline/owner.js";
 import type { Reporter } from "../../output/reporter.js";
 import { exists, walk } from "../../util/fs.js";
 
@@ -135,7 +136,7 @@ export async function installKernel(opts: InstallKernelOptions): Promise<Install
   const deb = join(debDir, debFileName(name, version));
   let downloaded = false;
   if (!(await exists(deb))) {
-    const tmp = await mkdtemp(join(debDir, ".dl-"));
+    const tmp = await ownedTempDir(debDir, ".dl-");
     try {
       await run(["apt-get", "download", "-o", "APT::Sandbox::User=root", `${name}=${version}`], {
         cwd: tmp,
@@ -154,9 +155,10 @@ export async function installKernel(opts: InstallKernelOptions): Promise<Install
   const tree = join(opts.cacheDir, "unpacked", `${name}_${version}`);
   if (!(await exists(join(tree, ".acl-complete")))) {
     await mkdir(join(opts.cacheDir, "unpacked"), { recursive: true });
-    const scratch = await mkdtemp(join(opts.cacheDir, "unpacked", `.${name}-`));
+    const scratch = await ownedTempDir(join(opts.cacheDir, "unpacked"), `.${name}-`);
     try {
       await run(["dpkg-deb", "-x", deb, scratch]);
+      await rm(join(scratch, OWNER_FILE));
       await writeFile(join(scratch, ".acl-complete"), `${name} ${version}\n`);
       // a tree without the marker is what a killed build left: move it out of the way first
       if ((await exists(tree)) && !(await exists(join(tree, ".acl-complete")))) {
