@@ -89,6 +89,22 @@ describe("the cache's contents and its bound", () => {
     expect(r.freedBytes).toBeGreaterThanOrEqual(7 << 20);
   });
 
+  it("never removes a running build's scratch folder, whether pruned or bounded", async () => {
+    // one made by this process (a build that still runs), backdated past every grace time
+    const live = await new StageCache(root).scratch("usr");
+    await writeFile(join(live, "usr.img"), Buffer.alloc(4 << 20, 3));
+    const old = new Date(Date.now() - 60 * HOUR);
+    await utimes(live, old, old);
+    const rel = `tmp/${live.slice(join(root, "tmp").length + 1)}`;
+    expect((await new StageCache(root).list()).find((i) => i.path === rel)).toMatchObject({ kind: "scratch", live: true });
+    const pruned = await pruneCache({ root, keep: 0, maxSize: "0" });
+    expect(pruned.removed.map((i) => i.path)).not.toContain(rel);
+    expect(pruned.removed.map((i) => i.path)).toContain("tmp/rootfs-Xy12ab");
+    // no grace at all and a bound of zero: everything else goes, the live folder stays
+    expect((await new StageCache(root).bound(0, 0)).map((i) => i.path)).not.toContain(rel);
+    expect((await new StageCache(root).list()).map((i) => i.path)).toEqual([rel]);
+  });
+
   it("prune refuses a call with nothing to do and a size it cannot read", async () => {
     await expect(pruneCache({ root })).rejects.toThrow(/needs --keep N, --max-size SIZE or --all/);
     await expect(pruneCache({ root, maxSize: "20GB" })).rejects.toThrow(/--max-size must be a size such as 20GiB/);
