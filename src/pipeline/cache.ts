@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { lstat, mkdir, readFile, rename, rm, stat, utimes, writeFile, readdir } from "node:fs/promises";
-import { ownedTempDir, ownerAlive, OWNER_FILE, readOwner, removeAbandoned, type Abandoned } from "./owner.js";
+import { disown, ownedTempDir, ownerAlive, OWNER_FILE, readOwner, removeAbandoned, type Abandoned } from "./owner.js";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { walk } from "../util/fs.js";
@@ -137,6 +137,7 @@ export class StageCache {
     for (let attempt = 0; ; attempt++) {
       try {
         await rename(scratchDir, dest);
+        disown(scratchDir);
         break;
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;

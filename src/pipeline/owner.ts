@@ -5,8 +5,10 @@
  * /proc, so a PID the kernel gave to another process since does not count as
  * the owner) and the boot it ran in. A later build removes the folders whose
  * owner is gone (a build killed with SIGKILL, a machine that lost power) and
- * never one whose owner still runs.
+ * never one whose owner still runs. Interrupted (Ctrl-C, SIGTERM), this
+ * process removes the folders it still owns itself and exits with 130.
  */
+import { rmSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -46,11 +48,47 @@ export function thisOwner(): Promise<Owner> {
   return self;
 }
 
+/** The folders this process made and may still own (renamed or removed ones are simply gone). */
+const owned = new Set<string>();
+
 /** mkdtemp in `parent` with this process recorded as the owner. */
 export async function ownedTempDir(parent: string, prefix: string): Promise<string> {
   const dir = await mkdtemp(join(parent, prefix));
+  owned.add(dir);
   await writeFile(join(dir, OWNER_FILE), JSON.stringify(await thisOwner()));
   return dir;
+}
+
+/** A folder of ours that became something kept (a cache entry renamed into place): never removed on interrupt. */
+export function disown(dir: string): void {
+  owned.delete(dir);
+}
+
+let interruptsHandled = false;
+
+/**
+ * From now on, SIGINT and SIGTERM remove the folders this process still owns and exit
+ * with 130 after one line on stderr. The tools it runs get the signal from the terminal
+ * (the same process group) or are killed as acl exits (execa's cleanup).
+ */
+export function cleanUpOnInterrupt(): void {
+  if (interruptsHandled) return;
+  interruptsHandled = true;
+  const stop = (signal: NodeJS.Signals) => {
+    let n = 0;
+    for (const dir of owned) {
+      try {
+        rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+        n++;
+      } catch {
+        // left for the next build, which removes it: its owner is gone by then
+      }
+    }
+    process.stderr.write(`acl: stopped by ${signal}; removed ${n} unfinished folder${n === 1 ? "" : "s"} of this build\n`);
+    process.exit(130);
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
 }
 
 /** The owner a folder names, if it names one. */

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
-import { ownedTempDir, removeAbandoned } from "../pipeline/owner.js";
+import { cleanUpOnInterrupt, ownedTempDir, removeAbandoned } from "../pipeline/owner.js";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { installedVersions } from "../adapters/dpkg.js";
 import { checkRequirements } from "../adapters/exec.js";
@@ -117,6 +117,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   // left, their work folders beside this output and their unfinished cache entries (each names its
   // owner process; a running build's are kept)
   const cache = Object.assign(new StageCache(cacheDir, !opts.noCache), { maxBytes: defaultMaxBytes() });
+  // and from here, Ctrl-C or SIGTERM removes what this build made before it exits
+  cleanUpOnInterrupt();
   const workPrefix = `.${basename(outDir)}.build-`;
   for (const a of [...(await removeAbandoned(dirname(outDir), (n) => n.startsWith(workPrefix))), ...(await cache.removeAbandoned())])
     r.info(`removed ${a.path}, left by ${a.owner ? `a build that stopped (pid ${a.owner.pid})` : "an earlier build"}`);

@@ -2,6 +2,7 @@
  * A build killed with SIGKILL (no chance to clean up) at several points: the
  * next build removes the work folder and the unfinished cache entries it
  * left, and its output is byte for byte the one of a build never interrupted.
+ * Interrupted with Ctrl-C or SIGTERM, a build cleans up itself and exits 130.
  */
 import { execa } from "execa";
 import { cp, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -72,6 +73,31 @@ describe("a build killed with SIGKILL", () => {
       expect(await workFolders()).toEqual([]);
       expect(await scratch()).toEqual([]);
       expect((await manifestOf(join(tmp, "out"))).artifacts).toEqual(reference.artifacts);
+    }, 20 * 60_000);
+  }
+});
+
+describe("a build interrupted the way a terminal or a service manager does it", () => {
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    it(`${signal} to its process group while mkfs.erofs runs: its tools stop, its folders go, exit 130 with one line`, async () => {
+      await rm(join(tmp, "out"), { recursive: true, force: true });
+      const child = execa(process.execPath, [join(REPO, "bin/run.js"), "build", spec, "--out", join(tmp, "out"), "--no-cache"], { env: env(), cwd: REPO, detached: true, reject: false });
+      let ended = false;
+      void child.then(() => (ended = true));
+      for (let i = 0; !(await scratch()).some((n) => n.startsWith("usr-")); i++) {
+        if (ended || i > 6000) throw new Error("the build ended before mkfs.erofs ran");
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      process.kill(-child.pid!, signal);
+      const r = await child;
+      expect(r.exitCode, String(r.stderr).slice(-2000)).toBe(130);
+      expect(String(r.stderr).trim().split("\n").at(-1)).toMatch(new RegExp(`^acl: stopped by ${signal}; removed \\d+ unfinished folders? of this build$`));
+      expect(await workFolders()).toEqual([]);
+      expect(await scratch()).toEqual([]);
+      // nothing of the build still runs in its process group (a dead tool waiting to be reaped, state Z, has stopped)
+      await new Promise((res) => setTimeout(res, 500));
+      const ps = await execa("ps", ["-o", "pid=,stat=,args=", "-g", String(child.pid)], { reject: false });
+      expect(ps.stdout.split("\n").filter((l) => l.trim() && !/^\s*\d+\s+Z/.test(l))).toEqual([]);
     }, 20 * 60_000);
   }
 });
