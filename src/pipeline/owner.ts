@@ -8,7 +8,7 @@
  * never one whose owner still runs. Interrupted (Ctrl-C, SIGTERM), this
  * process removes the folders it still owns itself and exits with 130.
  */
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -77,6 +77,7 @@ export function cleanUpOnInterrupt(): void {
   const stop = (signal: NodeJS.Signals) => {
     let n = 0;
     for (const dir of owned) {
+      if (!existsSync(dir)) continue; // removed or renamed into place since
       try {
         rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
         n++;
