@@ -7,7 +7,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { readFile, readlink } from "node:fs/promises";
+import { readFile, readlink, stat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
@@ -39,37 +39,16 @@ export async function sha256File(path: string, onBytes?: (n: number) => void): P
   return { size, sha256: h.digest("hex") };
 }
 
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require("node:worker_threads");
-const { createHash } = require("node:crypto");
-const { openSync, readSync, closeSync } = require("node:fs");
-try {
-  const h = createHash("sha256");
-  const buf = Buffer.alloc(4 << 20);
-  const fd = openSync(workerData.path, "r");
-  try {
-    let n;
-    while ((n = readSync(fd, buf, 0, buf.length, null)) > 0) h.update(buf.subarray(0, n));
-  } finally { closeSync(fd); }
-  parentPort.postMessage({ digest: h.digest("hex") });
-} catch (e) { parentPort.postMessage({ error: e.message }); }
-`;
-
-function hashInWorker(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { path } });
-    w.once("message", (m: { digest?: string; error?: string }) => {
-      void w.terminate();
-      if (m.digest) resolve(m.digest);
-      else reject(new Error(`cannot hash ${path}: ${m.error}`));
-    });
-    w.once("error", reject);
-  });
-}
-
 /** sha256 (hex) of each path, in the order given, a few files at a time in worker threads. */
 export async function sha256Files(paths: readonly string[], parallel = Math.max(1, Math.min(4, availableParallelism()))): Promise<string[]> {
-  return mapLimit(paths, parallel, (p) => hashInWorker(p));
+  // a file is the composed file of one piece: itself
+  return mapLimit(paths, parallel, async (p) => {
+    try {
+      return (await sha256Composed((await stat(p)).size, [{ offset: 0, file: p }])).sha256;
+    } catch (e) {
+      throw new Error(`cannot hash ${p}: ${(e as Error).message}`);
+    }
+  });
 }
 
 /** A run of bytes at an offset of a composed file: bytes given, or `length` bytes of a file from `start` (default: all of it). */

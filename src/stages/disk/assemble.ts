@@ -64,7 +64,7 @@ export interface SlotFill {
 }
 
 export interface AssembleDiskResult {
-  /** With the sha256 of the raw disk and the fixed VHD (computed from the pieces written; qcow2's is left to the caller). */
+  /** With the sha256 of the raw disk and the fixed VHD (from the raw disk's data ranges; qcow2's is left to the caller). */
   files: { kind: "disk-raw" | "disk-qcow2" | "disk-vhd"; path: string; sha256?: string }[];
   disk: DiskInfo;
   layout: DiskLayout;
@@ -169,8 +169,8 @@ export async function assembleDisk(opts: AssembleDiskOptions): Promise<AssembleD
   // --- conversions, while a worker hashes the raw disk's data ranges (its holes are never read)
   const pieces: Piece[] = (await dataExtents(rawPath)).map((e) => ({ offset: e.start, file: rawPath, start: e.start, length: e.length }));
   let footer: Buffer | undefined;
-  const vhdEmpty = join(opts.workDir, "footer.vhd");
   if (formats.includes("vhd")) {
+    const vhdEmpty = join(opts.workDir, "footer.vhd");
     // a fixed VHD is the raw disk followed by a 512-byte footer: the footer qemu-img writes for an
     // empty fixed VHD of that size (made deterministic); its sha256 continues the raw disk's
     await tool(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on", vhdEmpty, String(layout.sizeBytes)]);
