@@ -24,6 +24,7 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
     "cache-dir": Flags.string({ description: "stage cache folder (default: $ACL_CACHE_DIR or ~/.cache/acl)" }),
     "no-cache": Flags.boolean({ description: "rebuild every stage (the cache is refreshed)" }),
     "keep-work": Flags.boolean({ description: "keep the temporary build folder when the build fails" }),
+    "no-wait": Flags.boolean({ description: "when another build is writing the same output folder, stop at once naming it (by default the build waits for it)" }),
   };
 
   async run() {
@@ -41,6 +42,7 @@ export default class Build extends AclCommand<Omit<BuildResult, "manifest"> & { 
       cacheDir: flags["cache-dir"],
       noCache: flags["no-cache"],
       keepWork: flags["keep-work"],
+      noWait: flags["no-wait"],
       sourceDateEpoch: process.env.SOURCE_DATE_EPOCH,
       reporter: this.reporter(),
     });

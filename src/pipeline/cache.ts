@@ -6,8 +6,9 @@
  */
 import { createHash } from "node:crypto";
 import { lstat, mkdir, readFile, rename, rm, stat, utimes, writeFile, readdir } from "node:fs/promises";
-import { disown, ownedTempDir, ownerAlive, OWNER_FILE, readOwner, removeAbandoned, type Abandoned } from "./owner.js";
+import { disown, ownedTempDir, ownerAlive, OWNER_FILE, readdirSafe, readOwner, removeAbandoned, type Abandoned } from "./owner.js";
 import { homedir } from "node:os";
+import { pidRuns, removeAbandonedLocks } from "./lock.js";
 import { join } from "node:path";
 import { walk } from "../util/fs.js";
 import { GiB, parseSize } from "../util/size.js";
@@ -101,6 +102,11 @@ export class StageCache {
     await utimes(this.dir(name, id), now, now);
   }
 
+  /** The lock a build holds while it makes the entry (name, id). */
+  lockPath(name: string, id: string): string {
+    return join(this.root, "locks", `${name}-${id.slice(0, 32)}.lock`);
+  }
+
   /** A fresh folder to build an entry in, naming this process as its owner. */
   async scratch(name: string): Promise<string> {
     await mkdir(join(this.root, "tmp"), { recursive: true });
@@ -112,11 +118,23 @@ export class StageCache {
    * scratch entries and unpack or download folders whose owner process is gone.
    */
   async removeAbandoned(): Promise<Abandoned[]> {
-    return [
+    const found = [
       ...(await removeAbandoned(join(this.root, "tmp"), () => true)),
       ...(await removeAbandoned(join(this.root, "kernel/unpacked"), (n) => n.startsWith("."))),
       ...(await removeAbandoned(join(this.root, "kernel/debs"), (n) => n.startsWith(".dl-"))),
     ];
+    // a .deb a killed build was copying in (.NAME.deb.partPID)
+    for (const n of await readdirSafe(join(this.root, "debs"))) {
+      const pid = /^\..+\.deb\.part(\d+)$/.exec(n)?.[1];
+      if (pid && !(await pidRuns(Number(pid)))) {
+        await rm(join(this.root, "debs", n), { force: true });
+        found.push({ path: join(this.root, "debs", n) });
+      }
+    }
+    // the locks of builds that were killed go quietly: they hold nothing but a PID
+    await removeAbandonedLocks(join(this.root, "locks"));
+    await removeAbandonedLocks(join(this.root, "kernel/locks"));
+    return found;
   }
 
   /**

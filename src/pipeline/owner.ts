@@ -59,9 +59,23 @@ export async function ownedTempDir(parent: string, prefix: string): Promise<stri
   return dir;
 }
 
-/** A folder of ours that became something kept (a cache entry renamed into place): never removed on interrupt. */
-export function disown(dir: string): void {
-  owned.delete(dir);
+/** The lock files this process holds (lock.ts): removed on interrupt too, but not counted as folders. */
+const locks = new Set<string>();
+
+/** A lock file this process now holds. */
+export function own(lockFile: string): void {
+  locks.add(lockFile);
+}
+
+/** A folder of ours that became something kept (a cache entry renamed into place), or a lock released: never removed on interrupt. */
+export function disown(path: string): void {
+  owned.delete(path);
+  locks.delete(path);
+}
+
+/** A folder's names, or none when it does not exist. */
+export async function readdirSafe(dir: string): Promise<string[]> {
+  return readdir(dir).catch(() => [] as string[]);
 }
 
 let interruptsHandled = false;
@@ -83,6 +97,13 @@ export function cleanUpOnInterrupt(): void {
         n++;
       } catch {
         // left for the next build, which removes it: its owner is gone by then
+      }
+    }
+    for (const lock of locks) {
+      try {
+        rmSync(lock, { force: true });
+      } catch {
+        // broken as abandoned by the next process that wants it
       }
     }
     process.stderr.write(`acl: stopped by ${signal}; removed ${n} unfinished folder${n === 1 ? "" : "s"} of this build\n`);
@@ -123,7 +144,7 @@ export interface Abandoned {
  */
 export async function removeAbandoned(parent: string, match: (name: string) => boolean, now = Date.now()): Promise<Abandoned[]> {
   const removed: Abandoned[] = [];
-  for (const name of (await readdir(parent).catch(() => [] as string[])).filter(match).sort()) {
+  for (const name of (await readdirSafe(parent)).filter(match).sort()) {
     const path = join(parent, name);
     const st = await stat(path).catch(() => undefined);
     if (!st?.isDirectory()) continue;

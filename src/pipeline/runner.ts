@@ -15,6 +15,7 @@ import { ExternalToolError, UserError } from "../errors.js";
 import type { StageHandle } from "../output/reporter.js";
 import { formatMiB } from "../util/size.js";
 import { stageId } from "./cache.js";
+import { acquireLock } from "./lock.js";
 import type { BuildContext, Stage, StageResult } from "./stage.js";
 
 export interface StageTiming {
@@ -74,19 +75,36 @@ async function runCached(ctx: BuildContext, stage: AnyStage, input: object, prog
   const tools: Record<string, string> = {};
   for (const p of packages) tools[p] = ctx.hostTools[p] ?? "not installed";
   const id = stageId(stage.name, { inputs: await stage.cacheInputs!(ctx, input), code: ctx.codeDigest, acl: ctx.aclVersion, tools });
-  const hit = await ctx.cache.lookup<unknown>(stage.name, id);
-  if (hit !== undefined) return { name: stage.name, dir: ctx.cache.dir(stage.name, id), value: hit, cached: true, id };
-  const scratch = await ctx.cache.scratch(stage.name);
-  let value: unknown;
+  const cachedResult = async () => {
+    const hit = await ctx.cache.lookup<unknown>(stage.name, id);
+    return hit === undefined ? undefined : { name: stage.name, dir: ctx.cache.dir(stage.name, id), value: hit, cached: true, id };
+  };
+  const first = await cachedResult();
+  if (first) return first;
+  // one build makes an entry: another that needs the same one waits for it, then uses it
+  const lock = await acquireLock(ctx.cache.lockPath(stage.name, id), {
+    onWait: (holder, ms) =>
+      ctx.reporter.info(
+        `${ms >= 1000 ? "still " : ""}waiting for the build with pid ${holder.pid}, which is making this same ${stage.name} entry${ms >= 1000 ? ` (${Math.round(ms / 1000)} s so far)` : ""}`,
+      ),
+  });
   try {
-    value = await stage.run(ctx, input, { dir: scratch, progress });
-  } catch (e) {
-    // a failed stage leaves nothing behind in the cache
-    await rm(scratch, { recursive: true, force: true });
-    throw e;
+    const made = await cachedResult();
+    if (made) return made;
+    const scratch = await ctx.cache.scratch(stage.name);
+    let value: unknown;
+    try {
+      value = await stage.run(ctx, input, { dir: scratch, progress });
+    } catch (e) {
+      // a failed stage leaves nothing behind in the cache
+      await rm(scratch, { recursive: true, force: true });
+      throw e;
+    }
+    const dir = await ctx.cache.commit(scratch, stage.name, id, value);
+    return { name: stage.name, dir, value, cached: false, id };
+  } finally {
+    await lock.release();
   }
-  const dir = await ctx.cache.commit(scratch, stage.name, id, value);
-  return { name: stage.name, dir, value, cached: false, id };
 }
 
 const NO_SPACE = /No space left on device|Disk quota exceeded/;

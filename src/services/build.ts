@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { cleanUpOnInterrupt, ownedTempDir, removeAbandoned } from "../pipeline/owner.js";
+import { acquireLock, lockBeside, tryLock } from "../pipeline/lock.js";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { installedVersions } from "../adapters/dpkg.js";
 import { checkRequirements } from "../adapters/exec.js";
@@ -46,6 +47,8 @@ export interface BuildOptions {
   noCache?: boolean;
   /** Keep the temporary build folder when the build fails (for debugging). */
   keepWork?: boolean;
+  /** Stop at once, naming it, when another build is writing the same output folder (default: wait for it). */
+  noWait?: boolean;
   /** SOURCE_DATE_EPOCH as given (the CLI passes the environment's); default: the spec's last commit, else 2024-01-01. */
   sourceDateEpoch?: string;
   reporter: Reporter;
@@ -112,13 +115,62 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   ]);
   const timings: StageTiming[] = [{ stage: "load spec", ms: Math.round(load.end()), cached: false }];
 
-  await checkOutDir(outDir);
+  // from here, Ctrl-C or SIGTERM removes what this build made before it exits
+  cleanUpOnInterrupt();
+  // one build at a time writes an output folder: a second waits (or, asked not to, stops naming the first)
+  const outLock = await lockOutput(outDir, r, opts.noWait);
+  try {
+    await checkOutDir(outDir);
+    return await buildLocked(opts, { spec, outDir, cacheDir, signKey, secureBoot, epoch, hostTools, timings });
+  } finally {
+    await outLock.release();
+  }
+}
+
+interface Prepared {
+  spec: ImageSpec;
+  outDir: string;
+  cacheDir: string;
+  signKey?: string;
+  secureBoot?: SecureBootKeys;
+  epoch: number;
+  hostTools: Record<string, string>;
+  timings: StageTiming[];
+}
+
+/** The lock of an output folder: .NAME.acl-lock beside it. */
+async function lockOutput(outDir: string, r: Reporter, noWait = false) {
+  const path = lockBeside(outDir);
+  try {
+    await makeDir(dirname(outDir));
+    if (noWait) {
+      const got = await tryLock(path);
+      if ("release" in got) return got;
+      throw new UserError(`another build (pid ${got.pid}) is writing ${outDir}`, {
+        file: outDir,
+        hint: "wait for it to finish (without --no-wait the build waits), or build into another --out",
+      });
+    }
+    return await acquireLock(path, {
+      onWait: (holder, ms) =>
+        r.info(`${ms >= 1000 ? `still waiting (${Math.round(ms / 1000)} s so far)` : "waiting"} for the build with pid ${holder.pid}, which is writing ${relative(process.cwd(), outDir) || outDir}`),
+    });
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    throw new UserError(`cannot create the build's lock and work folder in ${dirname(outDir)}: ${fsReason(e)}`, {
+      file: dirname(outDir),
+      hint: "the build works next to its output folder and publishes by rename: choose a writable --out",
+    });
+  }
+}
+
+async function buildLocked(opts: BuildOptions, p: Prepared): Promise<BuildResult> {
+  const r = opts.reporter;
+  const { spec, outDir, cacheDir, signKey, secureBoot, epoch, hostTools, timings } = p;
   // first (a build with nothing to do cleans up too): what builds killed before they could clean up
   // left, their work folders beside this output and their unfinished cache entries (each names its
   // owner process; a running build's are kept)
   const cache = Object.assign(new StageCache(cacheDir, !opts.noCache), { maxBytes: defaultMaxBytes() });
-  // and from here, Ctrl-C or SIGTERM removes what this build made before it exits
-  cleanUpOnInterrupt();
   const workPrefix = `.${basename(outDir)}.build-`;
   for (const a of [...(await removeAbandoned(dirname(outDir), (n) => n.startsWith(workPrefix))), ...(await cache.removeAbandoned())])
     r.info(`removed ${a.path}, left by ${a.owner ? `a build that stopped (pid ${a.owner.pid})` : "an earlier build"}`);
@@ -130,7 +182,6 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   }
   let work: string;
   try {
-    await makeDir(dirname(outDir));
     work = await ownedTempDir(dirname(outDir), workPrefix);
   } catch (e) {
     throw new UserError(`cannot create the build's work folder in ${dirname(outDir)}: ${fsReason(e)}`, {

@@ -72,6 +72,9 @@ describe("a build killed with SIGKILL", () => {
       expect(r.stderr).toMatch(/removed .*\.out\.build-\S+, left by a build that stopped \(pid \d+\)/);
       expect(await workFolders()).toEqual([]);
       expect(await scratch()).toEqual([]);
+      // the killed build's locks (the output folder's, the entry it was making) were broken and are gone
+      expect(await readdir(join(cache, "locks")).catch(() => [])).toEqual([]);
+      expect((await readdir(tmp)).filter((n) => n.includes(".acl-lock"))).toEqual([]);
       expect((await manifestOf(join(tmp, "out"))).artifacts).toEqual(reference.artifacts);
     }, 20 * 60_000);
   }

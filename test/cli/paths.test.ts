@@ -81,7 +81,7 @@ describe("file systems", () => {
     expect(k.stderr).toMatch(/cannot create .*\/ro\/keys: the file system is read-only \(EROFS\)/);
     const b = await acl(["build", "images/minimal.toml", "--out", join(ro, "out")]);
     expect(b.exitCode).toBe(1);
-    expect(b.stderr).toMatch(/cannot create the build's work folder in .*\/ro: the file system is read-only \(EROFS\)\nhint: .*choose a writable --out/);
+    expect(b.stderr).toMatch(/cannot create the build's lock and work folder in .*\/ro: the file system is read-only \(EROFS\)\nhint: .*choose a writable --out/);
   });
 
   it("full: the build stops with the folder and its free space, keeps the earlier output and leaves no work folder", async () => {

@@ -7,11 +7,12 @@
  */
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { tmpdir } from "node:os";
 import { run, tools } from "../../adapters/exec.js";
 import { UserError } from "../../errors.js";
 import { ownedTempDir, OWNER_FILE } from "../../pipeline/owner.js";
+import { acquireLock } from "../../pipeline/lock.js";
 import type { Reporter } from "../../output/reporter.js";
 import { exists, walk } from "../../util/fs.js";
 
@@ -127,16 +128,11 @@ function debFileName(name: string, version: string): string {
   return `${name}_${version.replace(/:/g, "%3a")}_amd64.deb`;
 }
 
-export async function installKernel(opts: InstallKernelOptions): Promise<InstalledKernel> {
-  const pkgName = opts.pkg ?? DEFAULT_KERNEL_PACKAGE;
-  const st = opts.reporter?.stage("kernel", pkgName);
-  const { name, version } = await resolveKernelPackage(pkgName, opts.cacheDir);
-  const debDir = join(opts.cacheDir, "debs");
-  await mkdir(debDir, { recursive: true });
-  const deb = join(debDir, debFileName(name, version));
+/** The kernel package's .deb in the cache (downloaded when missing) and its unpacked tree (made when missing). */
+async function fetchAndUnpack(cacheDir: string, deb: string, name: string, version: string): Promise<{ tree: string; downloaded: boolean }> {
   let downloaded = false;
   if (!(await exists(deb))) {
-    const tmp = await ownedTempDir(debDir, ".dl-");
+    const tmp = await ownedTempDir(dirname(deb), ".dl-");
     try {
       await run(["apt-get", "download", "-o", "APT::Sandbox::User=root", `${name}=${version}`], {
         cwd: tmp,
@@ -151,11 +147,11 @@ export async function installKernel(opts: InstallKernelOptions): Promise<Install
     }
   }
   // Unpack once per package version, into a scratch folder renamed into place when complete (a marker
-  // file says so): two builds sharing a cache may both unpack, and the second rename loses harmlessly.
-  const tree = join(opts.cacheDir, "unpacked", `${name}_${version}`);
+  // file says so): a build killed while unpacking leaves no tree that looks whole.
+  const tree = join(cacheDir, "unpacked", `${name}_${version}`);
   if (!(await exists(join(tree, ".acl-complete")))) {
-    await mkdir(join(opts.cacheDir, "unpacked"), { recursive: true });
-    const scratch = await ownedTempDir(join(opts.cacheDir, "unpacked"), `.${name}-`);
+    await mkdir(join(cacheDir, "unpacked"), { recursive: true });
+    const scratch = await ownedTempDir(join(cacheDir, "unpacked"), `.${name}-`);
     try {
       await run(["dpkg-deb", "-x", deb, scratch]);
       await rm(join(scratch, OWNER_FILE));
@@ -172,6 +168,27 @@ export async function installKernel(opts: InstallKernelOptions): Promise<Install
     } finally {
       await rm(scratch, { recursive: true, force: true });
     }
+  }
+  return { tree, downloaded };
+}
+
+export async function installKernel(opts: InstallKernelOptions): Promise<InstalledKernel> {
+  const pkgName = opts.pkg ?? DEFAULT_KERNEL_PACKAGE;
+  const st = opts.reporter?.stage("kernel", pkgName);
+  const { name, version } = await resolveKernelPackage(pkgName, opts.cacheDir);
+  const debDir = join(opts.cacheDir, "debs");
+  await mkdir(debDir, { recursive: true });
+  const deb = join(debDir, debFileName(name, version));
+  // one build downloads and unpacks a kernel version; another that needs it waits, then uses it
+  const lock = await acquireLock(join(opts.cacheDir, "locks", `${name}_${version}.lock`), {
+    onWait: (holder) => opts.reporter?.info(`waiting for the build with pid ${holder.pid}, which is unpacking ${name} ${version}`),
+  });
+  let tree: string;
+  let downloaded: boolean;
+  try {
+    ({ tree, downloaded } = await fetchAndUnpack(opts.cacheDir, deb, name, version));
+  } finally {
+    await lock.release();
   }
   // Debian 12 ships modules in /lib/modules; later releases in /usr/lib/modules.
   let modBase = join(tree, "usr/lib/modules");

@@ -87,12 +87,16 @@ export async function applyDebianSource(rootDir: string, opts: DebianSourceOptio
   // Installing variants: cached .debs are copied in and the archive folder synced back out.
   // extract: mmdebstrap extracts exactly what it downloaded; the list of those .debs is recorded
   // (there is no dpkg database to read afterwards) and they are synced out to the cache.
+  // Builds beside this one share the cache: a .deb goes in under a temporary name (with acl's PID, so
+  // a later build knows when its writer is gone) and is renamed into place, so no build ever copies
+  // in a half-written one.
+  const putDebs = `for f in "$1"/var/cache/apt/archives/*.deb; do [ -e "$f" ] || continue; n=\${f##*/}; [ -e '${opts.debCache}'/"$n" ] || { cp "$f" '${opts.debCache}'/".$n.part${process.pid}" && mv -f '${opts.debCache}'/".$n.part${process.pid}" '${opts.debCache}'/"$n"; } || exit 1; done`;
   const hooks = extract
-    ? [`--extract-hook=ls "$1/var/cache/apt/archives" | grep '\\.deb$' > '${list}'; cp -n "$1"/var/cache/apt/archives/*.deb '${opts.debCache}/'`]
+    ? [`--extract-hook=ls "$1/var/cache/apt/archives" | grep '\\.deb$' > '${list}'; ${putDebs}`]
     : [
         "--skip=essential/unlink",
         `--setup-hook=mkdir -p "$1/var/cache/apt/archives" && find '${opts.debCache}' -maxdepth 1 -name '*.deb' -exec cp -t "$1/var/cache/apt/archives/" {} +`,
-        `--customize-hook=sync-out /var/cache/apt/archives '${opts.debCache}'`,
+        `--customize-hook=${putDebs}`,
       ];
   const argv = [
     "mmdebstrap",
