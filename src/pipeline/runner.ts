@@ -14,7 +14,7 @@ import type { ImageSpec } from "../config/spec.js";
 import { ExternalToolError, UserError } from "../errors.js";
 import type { StageHandle } from "../output/reporter.js";
 import { formatMiB } from "../util/size.js";
-import { stageId } from "./cache.js";
+import { diskUsage, stageId } from "./cache.js";
 import { acquireLock } from "./lock.js";
 import type { BuildContext, Stage, StageResult } from "./stage.js";
 
@@ -44,17 +44,21 @@ export async function runStages(
 ): Promise<{ results: Record<string, StageResult<unknown>>; timings: StageTiming[] }> {
   const results: Record<string, StageResult<unknown>> = {};
   const timings: StageTiming[] = [];
+  // the work folder sits next to the output folder (and is removed): name the folder the user chose
+  const outFolder = dirname(ctx.workDir);
+  let plan: SpacePlan | undefined;
   for (const stage of stages) {
+    if (stage.space) plan = await checkSpace(ctx, stage.name, await stage.space(ctx, results), outFolder);
     const handle = ctx.reporter.stage(stage.name, stage.detail?.(ctx, results));
     let result: StageResult<unknown>;
     try {
       result = stage.cacheInputs ? await runCached(ctx, stage, results, handle) : await runPlain(ctx, stage, results, handle);
     } catch (e) {
-      // the work folder sits next to the output folder (and is removed): name the folder the user chose
+      const need = stage.cacheInputs ? await cacheNeed(ctx, stage.name) : plan && (await planNeed(ctx, plan));
       throw await explainSpace(e, stage.name, [
-        { what: "the output's folder", path: dirname(ctx.workDir) },
+        { what: "the output's folder", path: outFolder },
         { what: "the cache", path: ctx.cache.root },
-      ]);
+      ], need);
     }
     const ms = handle.end({ cached: result.cached, note: stage.note?.(result.value) });
     timings.push({ stage: stage.name, ms: Math.round(ms), cached: result.cached });
@@ -107,6 +111,57 @@ async function runCached(ctx: BuildContext, stage: AnyStage, input: object, prog
   }
 }
 
+/** What the stages from one on will write into the work folder, and what it held when that was checked. */
+interface SpacePlan {
+  from: string;
+  bytes: number;
+  usedAtCheck: number;
+}
+
+/** Room for what the rest of the build writes beside the output, checked before a stage that says how much that is. */
+async function checkSpace(ctx: BuildContext, stage: string, bytes: number, outFolder: string): Promise<SpacePlan> {
+  const free = await freeBytes(outFolder);
+  if (free !== undefined && free < bytes) {
+    throw new UserError(
+      `not enough space for the ${stage} stage and those after it: they write about ${formatMiB(bytes)} into ${outFolder}, which has ${formatMiB(free)} free; about ${formatMiB(bytes - free)} more is needed`,
+      { file: outFolder, hint: "free space there, or build on a larger file system with --out DIR (the build works and publishes beside its output folder)" },
+    );
+  }
+  return { from: stage, bytes, usedAtCheck: await diskUsage(ctx.workDir) };
+}
+
+/** What a stage that ran out of room in the work folder still needed: the plan, less what was written since, less what is free. */
+async function planNeed(ctx: BuildContext, plan: SpacePlan): Promise<Need> {
+  const written = Math.max(0, (await diskUsage(ctx.workDir)) - plan.usedAtCheck);
+  const free = (await freeBytes(dirname(ctx.workDir))) ?? 0;
+  return { where: dirname(ctx.workDir), bytes: plan.bytes, more: plan.bytes - written - free, what: `the ${plan.from} stage and those after it write about ${formatMiB(plan.bytes)}` };
+}
+
+/** What a cached stage that ran out of room needs, going by its last entry in the cache (its scratch folder is removed by now). */
+async function cacheNeed(ctx: BuildContext, stage: string): Promise<Need | undefined> {
+  const last = (await ctx.cache.list().catch(() => [])).find((i) => i.kind === "stage" && i.name === stage);
+  if (!last) return undefined;
+  const free = (await freeBytes(ctx.cache.root)) ?? 0;
+  return { where: ctx.cache.root, bytes: last.bytes, more: last.bytes - free, what: `its last entry in the cache took ${formatMiB(last.bytes)}` };
+}
+
+interface Need {
+  where: string;
+  bytes: number;
+  /** Roughly how much more room it takes (not said when not positive). */
+  more: number;
+  what: string;
+}
+
+async function freeBytes(path: string): Promise<number | undefined> {
+  try {
+    const s = await statfs(path);
+    return s.bavail * s.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
 const NO_SPACE = /No space left on device|Disk quota exceeded/;
 
 /**
@@ -114,22 +169,19 @@ const NO_SPACE = /No space left on device|Disk quota exceeded/;
  * tool that said so), becomes one clear error naming the folders the build
  * writes into and how much room each has left.
  */
-async function explainSpace(err: unknown, stage: string, folders: readonly { what: string; path: string }[]): Promise<unknown> {
+async function explainSpace(err: unknown, stage: string, folders: readonly { what: string; path: string }[], need?: Need): Promise<unknown> {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const byTool = err instanceof ExternalToolError && NO_SPACE.test(err.stderr);
   if (code !== "ENOSPC" && code !== "EDQUOT" && !byTool) return err;
   const free: string[] = [];
   for (const f of folders) {
-    try {
-      const s = await statfs(f.path);
-      free.push(`${f.what} ${f.path} (${formatMiB(s.bavail * s.bsize)} free)`);
-    } catch {
-      free.push(`${f.what} ${f.path}`);
-    }
+    const bytes = await freeBytes(f.path);
+    free.push(`${f.what} ${f.path}${bytes === undefined ? "" : ` (${formatMiB(bytes)} free)`}`);
   }
   const what = byTool ? `${(err as ExternalToolError).argv[0]} reported "No space left on device"` : "no space left on device";
-  return new UserError(`the ${stage} stage ran out of space: ${what}; the build writes into ${free.join(" and ")}`, {
-    file: folders[0]?.path,
+  const more = need && need.more > 0 ? `; ${need.what}: roughly ${formatMiB(need.more)} more is needed in ${need.where}` : "";
+  return new UserError(`the ${stage} stage ran out of space: ${what}; the build writes into ${free.join(" and ")}${more}`, {
+    file: need && need.more > 0 ? need.where : folders[0]?.path,
     hint: "free space there, or build on a larger file system: --out DIR for the output and its work folder, --cache-dir DIR (or ACL_CACHE_DIR) for the cache",
   });
 }

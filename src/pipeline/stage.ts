@@ -82,6 +82,14 @@ export interface Stage<Out, In = object> {
    * the entry.
    */
   cacheInputs?(ctx: BuildContext, input: In): Promise<unknown>;
+  /**
+   * What this stage and those after it will write into the build's work
+   * folder (the output's file system), in bytes on disk: sparse files by the
+   * blocks they will hold. When given, the build checks the free space there
+   * before the stage runs, and a full file system later says how much more
+   * was needed.
+   */
+  space?(ctx: BuildContext, input: In): Promise<number>;
   run(ctx: BuildContext, input: In, io: StageIO): Promise<Out>;
   /** One line for the end of the stage. */
   note?(value: Out): string | undefined;

@@ -1,17 +1,18 @@
 /**
  * Errors about the user's paths, through the real CLI: a missing file, a
  * folder where a file was expected (and the reverse), a read-only file
- * system, a full one. Each is exit 1 with a message naming the path and a
+ * system, a full one, one too small for the disks. Each is exit 1 with a message naming the path and a
  * hint, and nothing is lost: an earlier output stays as it was and no work
  * folder is left behind. The mounts need root (CI runs as root).
  */
 import { execFileSync } from "node:child_process";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { acl, REPO } from "../helpers/cli.js";
-import { builtImage } from "../helpers/images.js";
+import { builtImage, TEST_OUT } from "../helpers/images.js";
+import { MiB } from "../../src/util/size.js";
 
 let dir: string;
 const mounts: string[] = [];
@@ -98,5 +99,29 @@ describe("file systems", () => {
     expect(e.hint).toMatch(/--out DIR .*--cache-dir DIR/);
     expect(await readFile(join(out, "manifest.json"), "utf8")).toBe('{"earlier": true}\n');
     expect((await readdir(full)).sort()).toEqual(["minimal"]);
+  }, 20 * 60_000);
+
+  it("too small for the disks: refused before the disk stage writes, with roughly how much more is needed", async () => {
+    await builtImage("minimal");
+    // room for the boot stage's kernel, initramfs and UKIs, not for the disks and the payload
+    const small = await tmpfs("small", "160m");
+    const out = join(small, "minimal");
+    const r = await acl(["build", "images/minimal.toml", "--out", out, "--json"], { env: { SOURCE_DATE_EPOCH: "1700000000" } });
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(1);
+    const e = (JSON.parse(r.stdout) as { error: { message: string; hint: string; file: string } }).error;
+    const m = /^not enough space for the disk stage and those after it: they write about (\d+\.\d) MiB into (\S+), which has (\d+\.\d) MiB free; about (\d+\.\d) MiB more is needed$/.exec(e.message);
+    expect(m, e.message).not.toBeNull();
+    const [need, where, free, more] = [Number(m![1]), m![2], Number(m![3]), Number(m![4])];
+    expect(where).toBe(small);
+    expect(e.file).toBe(small);
+    expect(more).toBeCloseTo(need - free, 0);
+    // what an earlier build of the same spec wrote from the disk stage on: the disks, the payload, the /usr copy
+    const earlier = join(TEST_OUT, "minimal");
+    let wrote = 0;
+    for (const f of ["disk.raw", "disk.qcow2", "disk.vhd", "usr.img", "minimal-1.0.0.update"]) wrote += (await stat(join(earlier, f))).blocks * 512;
+    expect(need * MiB).toBeGreaterThanOrEqual(wrote);
+    expect(need * MiB).toBeLessThan(wrote * 1.25);
+    expect(await readdir(small)).toEqual([]); // no work folder, no lock
+    expect(r.stderr).not.toMatch(/==> disk/);
   }, 20 * 60_000);
 });
