@@ -49,6 +49,7 @@ function render(r: InspectResult): string {
       if (!p.usr.filesystem) lines.push("    content: empty");
       else lines.push(`    content: ${p.usr.filesystem} ${size(p.usr.fsBytes ?? 0)}, ${size(p.usr.usedBytes)} used (${p.usr.percent}%)`);
       if (p.usr.verity) lines.push(`    verity root hash: ${p.usr.verity.rootHash} (hash offset ${p.usr.verity.hashOffset}, salt ${p.usr.verity.salt || "none"})`);
+      else if (p.usr.verityProblem) lines.push(`    verity: ${p.usr.verityProblem}`);
       else if (p.usr.filesystem) lines.push("    verity: no superblock found behind the filesystem");
     }
   }

@@ -193,7 +193,9 @@ function describeValue(v: unknown): string {
   if (Array.isArray(v)) return "an array";
   if (typeof v === "object") return "a table";
   if (typeof v === "string") return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + "…" : v)}`;
-  return `${typeof v} ${JSON.stringify(v)}`;
+  // TOML integers beyond 2^53 come as BigInt, which JSON cannot write
+  if (typeof v === "bigint") return `the integer ${v}`;
+  return `${typeof v} ${String(v)}`;
 }
 
 function getAt(raw: unknown, path: readonly PropertyKey[]): unknown {

@@ -25,7 +25,19 @@ import { decodeVhdFooter, VHD_COOKIE, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "..
 import { readRange } from "../util/fs.js";
 import { MiB, roundUp } from "../util/size.js";
 import { readBootState } from "./update/state.js";
-import { decodeSuperblock, rootDigest, topBlockRange, treeLayout, treeOffset, VERITY_SIGNATURE, VERITY_SUPERBLOCK_SIZE, type VerityParams } from "../formats/verity.js";
+import {
+  decodeSuperblock,
+  rootDigest,
+  topBlockRange,
+  treeLayout,
+  treeOffset,
+  VERITY_SIGNATURE,
+  VERITY_SUPERBLOCK_SIZE,
+  VerityFormatError,
+  type TreeLayout,
+  type VerityParams,
+  type VeritySuperblock,
+} from "../formats/verity.js";
 
 export type DiskFileFormat = "raw" | "qcow2" | "vhd";
 
@@ -44,6 +56,8 @@ export interface UsrSlotContent {
   /** Percent of the partition in use, one decimal. */
   percent: number;
   verity?: VerityParams;
+  /** A verity signature with a superblock behind it that does not decode. */
+  verityProblem?: string;
 }
 
 export interface InspectPartition {
@@ -241,15 +255,26 @@ async function readUsrSlot(v: DiskView, offset: number, sizeBytes: number): Prom
     return { filesystem: null, usedBytes: 0, percent: 0 };
   }
   const candidates = [...new Set([roundUp(fsBytes, 4096), roundUp(fsBytes, MiB)])];
+  let damaged: string | undefined;
   for (const hashOffset of candidates) {
     if (hashOffset + VERITY_SUPERBLOCK_SIZE > sizeBytes) continue;
     const raw = await readAt(v, offset + hashOffset, VERITY_SUPERBLOCK_SIZE);
     if (!raw.subarray(0, 8).equals(VERITY_SIGNATURE)) continue;
-    const vsb = decodeSuperblock(raw);
+    let vsb: VeritySuperblock;
+    let layout: TreeLayout;
+    let topAt: { offset: number; length: number };
+    try {
+      vsb = decodeSuperblock(raw);
+      layout = treeLayout(Number(vsb.dataBlocks), vsb.hashBlockSize);
+      topAt = topBlockRange(vsb, hashOffset);
+    } catch (e) {
+      if (!(e instanceof VerityFormatError)) throw e;
+      // the signature is there and what follows is not a superblock veritysetup wrote: said, not fatal
+      damaged = `the verity superblock at ${hashOffset} is damaged: ${e.message}`;
+      continue;
+    }
     const dataBlocks = Number(vsb.dataBlocks);
-    const layout = treeLayout(dataBlocks, vsb.hashBlockSize);
     const treeStart = treeOffset(hashOffset, vsb.hashBlockSize);
-    const topAt = topBlockRange(vsb, hashOffset);
     const rootHash = rootDigest(vsb, await readAt(v, offset + topAt.offset, topAt.length));
     const usedBytes = treeStart + layout.totalBlocks * vsb.hashBlockSize;
     return {
@@ -270,5 +295,5 @@ async function readUsrSlot(v: DiskView, offset: number, sizeBytes: number): Prom
       },
     };
   }
-  return { filesystem, fsBytes, usedBytes: fsBytes, percent: pct(fsBytes) };
+  return { filesystem, fsBytes, usedBytes: fsBytes, percent: pct(fsBytes), ...(damaged ? { verityProblem: damaged } : {}) };
 }

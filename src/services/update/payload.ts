@@ -1,8 +1,9 @@
 /**
  * Check an update payload completely before anything is written: the
  * signature over its header by the trusted key, the exact file length, and
- * the sha256 of every section. `acl update verify` and `acl update apply`
- * both start here.
+ * the sha256 of every section, and the verity parameters against the usr
+ * section's own superblock and tree. `acl update verify` and `acl update
+ * apply` both start here.
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
@@ -19,6 +20,7 @@ import {
   type SectionName,
   type UpdateMetadata,
 } from "../../formats/update-payload.js";
+import { decodeSuperblock, rootDigest, topBlockRange, VERITY_SUPERBLOCK_SIZE, VerityFormatError, type VeritySuperblock } from "../../formats/verity.js";
 import { readRange } from "../../util/fs.js";
 import { loadPublicKey } from "../verify.js";
 
@@ -84,6 +86,8 @@ export async function verifyPayload(path: string, publicKeyPath: string): Promis
       const got = await rangeSha256(path, s.offset, s.size);
       if (got !== s.sha256) throw refuse(`section ${s.name} (${s.size} bytes at ${s.offset}) has sha256 ${got.slice(0, 16)}…, the signed header says ${s.sha256.slice(0, 16)}…`);
     }
+    // the signed verity parameters must describe the signed /usr: checked here, before a slot is written
+    await checkVerity(fh, meta, refuse);
     return {
       path,
       meta,
@@ -94,4 +98,36 @@ export async function verifyPayload(path: string, publicKeyPath: string): Promis
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * The usr section's verity superblock, at the header's `verity.hashOffset`,
+ * has the header's parameters, and its top block digests to the header's
+ * root hash: what the slot will hold once written is what the UKI expects.
+ */
+async function checkVerity(fh: FileHandle, meta: UpdateMetadata, refuse: (why: string) => UserError): Promise<void> {
+  const usr = meta.sections.find((s) => s.name === "usr")!;
+  const v = meta.verity;
+  if (v.hashOffset + VERITY_SUPERBLOCK_SIZE > usr.size) throw refuse(`its 'verity.hashOffset' ${v.hashOffset} is past the end of the usr section (${usr.size} bytes)`);
+  let sb: VeritySuperblock;
+  let top: { offset: number; length: number };
+  try {
+    sb = decodeSuperblock(await readRange(fh, usr.offset + v.hashOffset, VERITY_SUPERBLOCK_SIZE));
+    top = topBlockRange(sb, v.hashOffset);
+  } catch (e) {
+    if (e instanceof VerityFormatError) throw refuse(`the usr section has no verity superblock at its 'verity.hashOffset' ${v.hashOffset}: ${e.message}`);
+    throw e;
+  }
+  const differ = (
+    [
+      ["dataBlocks", Number(sb.dataBlocks), v.dataBlocks],
+      ["dataBlockSize", sb.dataBlockSize, v.dataBlockSize],
+      ["hashBlockSize", sb.hashBlockSize, v.hashBlockSize],
+      ["salt", sb.salt.toString("hex"), v.salt],
+    ] as const
+  ).find(([, got, said]) => got !== said);
+  if (differ) throw refuse(`its 'verity.${differ[0]}' is ${differ[2]}, the usr section's verity superblock says ${differ[1]}`);
+  if (top.offset + top.length > usr.size) throw refuse(`the verity tree of the usr section runs past its end (${usr.size} bytes)`);
+  const root = rootDigest(sb, await readRange(fh, usr.offset + top.offset, top.length)).toString("hex");
+  if (root !== v.rootHash) throw refuse(`the usr section's verity root is ${root.slice(0, 16)}…, its 'verity.rootHash' says ${v.rootHash.slice(0, 16)}…`);
 }
