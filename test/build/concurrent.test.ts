@@ -7,13 +7,13 @@
  * verifies. --no-wait stops at once, naming the build that holds the folder.
  */
 import { execa } from "execa";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseManifest } from "../../src/pipeline/manifest.js";
 import { parseProcStart, thisOwner } from "../../src/pipeline/owner.js";
+import { specCopy } from "../helpers/images.js";
 import { acl, REPO, TEST_CACHE } from "../helpers/cli.js";
 
 const SDE = "1700000000";
@@ -26,10 +26,7 @@ const env = () => ({ SOURCE_DATE_EPOCH: SDE, ACL_CACHE_DIR: cache });
 const manifestOf = async (out: string) => parseManifest(JSON.parse(await readFile(join(out, "manifest.json"), "utf8")));
 
 beforeAll(async () => {
-  tmp = await mkdtemp(join(tmpdir(), "acl-concurrent-"));
-  await cp(join(REPO, "images/minimal"), join(tmp, "images/minimal"), { recursive: true });
-  await cp(join(REPO, "images/minimal.toml"), join(tmp, "images/minimal.toml"));
-  spec = join(tmp, "images/minimal.toml");
+  ({ tmp, spec } = await specCopy("acl-concurrent-"));
   cache = join(tmp, "cache");
   // downloads the test run already has are linked in (no stage entry is): the builds make every entry
   for (const d of ["debs", "kernel/debs"]) {

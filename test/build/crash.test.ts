@@ -5,11 +5,11 @@
  * Interrupted with Ctrl-C or SIGTERM, a build cleans up itself and exits 130.
  */
 import { execa } from "execa";
-import { cp, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseManifest, type Manifest } from "../../src/pipeline/manifest.js";
+import { specCopy } from "../helpers/images.js";
 import { acl, REPO } from "../helpers/cli.js";
 
 const SDE = "1700000000";
@@ -24,10 +24,7 @@ const workFolders = async () => (await readdir(tmp)).filter((n) => n.startsWith(
 const scratch = async () => (await readdir(join(cache, "tmp")).catch(() => [] as string[])).sort();
 
 beforeAll(async () => {
-  tmp = await mkdtemp(join(tmpdir(), "acl-crash-"));
-  await cp(join(REPO, "images/minimal"), join(tmp, "images/minimal"), { recursive: true });
-  await cp(join(REPO, "images/minimal.toml"), join(tmp, "images/minimal.toml"));
-  spec = join(tmp, "images/minimal.toml");
+  ({ tmp, spec } = await specCopy("acl-crash-"));
   cache = join(tmp, "cache");
   const r = await acl(["build", spec, "--out", join(tmp, "reference")], { env: env() });
   expect(r.exitCode, r.stderr.slice(-3000)).toBe(0);
@@ -59,7 +56,7 @@ describe("a build killed with SIGKILL", () => {
   for (const [point, ready] of [
     ["while the rootfs stage fills its scratch entry", async () => (await scratch()).some((n) => n.startsWith("rootfs-"))],
     ["while mkfs.erofs writes the /usr image", async () => (await scratch()).some((n) => n.startsWith("usr-"))],
-    ["while the disk is assembled", async () => (await workFolders()).length > 0 && (await readdir(join(tmp, (await workFolders())[0]!)).catch(() => [])).includes("disk")],
+    ["while the disk is assembled", async () => (await workFolders()).length > 0 && (await readdir(join(tmp, (await workFolders())[0]!)).catch(() => [] as string[])).includes("disk")],
   ] as const) {
     it(`${point}: the next build removes what it left and gives the same bytes`, async () => {
       // no output to fall back on: the next build makes it again, from what the cache holds

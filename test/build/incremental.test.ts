@@ -8,11 +8,11 @@
  * reuses exactly the stages before the first one it touches.
  */
 import { execa } from "execa";
-import { appendFile, cp, mkdir, mkdtemp, readFile, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { appendFile, cp, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseManifest, type Manifest } from "../../src/pipeline/manifest.js";
+import { specCopy } from "../helpers/images.js";
 import { acl, REPO } from "../helpers/cli.js";
 
 const SDE = "1700000000";
@@ -30,10 +30,7 @@ async function build(out: string, extra: string[] = [], repo?: string): Promise<
 const cached = (stages: { stage: string; cached: boolean }[]) => Object.fromEntries(stages.filter((s) => !["load spec", "up to date?"].includes(s.stage)).map((s) => [s.stage, s.cached]));
 
 beforeAll(async () => {
-  tmp = await mkdtemp(join(tmpdir(), "acl-incremental-"));
-  await cp(join(REPO, "images/minimal"), join(tmp, "images/minimal"), { recursive: true });
-  await cp(join(REPO, "images/minimal.toml"), join(tmp, "images/minimal.toml"));
-  spec = join(tmp, "images/minimal.toml");
+  ({ tmp, spec } = await specCopy("acl-incremental-"));
   cache = join(tmp, "cache");
 }, 60_000);
 

@@ -5,33 +5,24 @@
  * hint, and nothing is lost: an earlier output stays as it was and no work
  * folder is left behind. The mounts need root (CI runs as root).
  */
-import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { tmpfs as mountTmpfs, unmountAll } from "../helpers/mounts.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { acl, REPO } from "../helpers/cli.js";
 import { builtImage, TEST_OUT } from "../helpers/images.js";
 import { MiB } from "../../src/util/size.js";
 
 let dir: string;
-const mounts: string[] = [];
-
-/** A tmpfs of `size` at a fresh folder (read-only when asked). */
-async function tmpfs(name: string, size: string, ro = false): Promise<string> {
-  const m = join(dir, name);
-  await mkdir(m);
-  execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}${ro ? ",ro" : ""}`, "tmpfs", m]);
-  mounts.push(m);
-  return m;
-}
+const tmpfs = (name: string, size: string, ro = false) => mountTmpfs(dir, name, size, ro);
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "acl-cli-paths-"));
 });
 
 afterAll(async () => {
-  for (const m of mounts.reverse()) execFileSync("umount", [m]);
+  unmountAll();
   await rm(dir, { recursive: true, force: true });
 });
 

@@ -2,7 +2,8 @@
  * Built images shared by the test files: the first caller builds with the
  * real CLI, others wait on a lock and reuse the output (same spec, same acl).
  */
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { treeDigest } from "../../src/util/hash.js";
@@ -112,4 +113,12 @@ export function secureBootContainerHost(): Promise<string> {
     args: ["--secureboot-key", SNAKEOIL.key, "--secureboot-cert", SNAKEOIL.cert],
     env: { ACL_SECUREBOOT_PASSPHRASE: SNAKEOIL.passphrase },
   });
+}
+
+/** A copy of images/NAME.toml and its folder in a fresh temporary folder, so a test may edit them: the folder and the spec's path. */
+export async function specCopy(prefix: string, name = "minimal"): Promise<{ tmp: string; spec: string }> {
+  const tmp = await mkdtemp(join(tmpdir(), prefix));
+  await cp(join(REPO, "images", name), join(tmp, "images", name), { recursive: true });
+  await cp(join(REPO, "images", `${name}.toml`), join(tmp, "images", `${name}.toml`));
+  return { tmp, spec: join(tmp, "images", `${name}.toml`) };
 }

@@ -5,10 +5,10 @@
  * space went) says roughly how much more was needed; so does one in a cached
  * stage, going by its last entry.
  */
-import { execFileSync } from "node:child_process";
 import { mkdir, mkdtemp, open, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { tmpfs as mountTmpfs, unmountAll } from "../helpers/mounts.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UserError } from "../../src/errors.js";
 import { silentReporter } from "../../src/output/reporter.js";
@@ -18,21 +18,13 @@ import type { BuildContext } from "../../src/pipeline/stage.js";
 import { MiB } from "../../src/util/size.js";
 
 let dir: string;
-const mounts: string[] = [];
-
-async function tmpfs(name: string, size: string): Promise<string> {
-  const m = join(dir, name);
-  await mkdir(m);
-  execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", m]);
-  mounts.push(m);
-  return m;
-}
+const tmpfs = (name: string, size: string, ro = false) => mountTmpfs(dir, name, size, ro);
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "acl-space-"));
 });
 afterAll(async () => {
-  for (const m of mounts.reverse()) execFileSync("umount", [m]);
+  unmountAll();
   await rm(dir, { recursive: true, force: true });
 });
 
