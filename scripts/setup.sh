@@ -7,7 +7,7 @@ APT_PACKAGES=(
   mmdebstrap erofs-utils squashfs-tools cryptsetup-bin gdisk fdisk dosfstools mtools e2fsprogs
   qemu-system-x86 qemu-utils ovmf docker.io busybox-static systemd-boot-efi binutils kmod cpio
   zstd xz-utils openssl shellcheck ignition dpkg-dev gcc libc6-dev attr skopeo libcap2-bin util-linux systemd
-  systemd-boot cgpt sbsigntool efitools faketime swtpm swtpm-tools
+  systemd-boot cgpt sbsigntool efitools faketime swtpm swtpm-tools dnf rpm createrepo-c gnupg
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

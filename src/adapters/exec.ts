@@ -130,6 +130,12 @@ export const TOOL_PACKAGES = {
   swtpm_setup: "swtpm-tools",
   "ignition-validate": "ignition",
   shellcheck: "shellcheck",
+  dnf: "dnf",
+  rpm: "rpm",
+  rpmbuild: "rpm",
+  rpmsign: "rpm",
+  createrepo_c: "createrepo-c",
+  gpg: "gnupg",
 } as const satisfies Record<string, string>;
 export type HostTool = keyof typeof TOOL_PACKAGES;
 

@@ -102,6 +102,47 @@ const ArchiveSource = (type: "oci-archive" | "docker-archive") =>
     })
     .describe(type === "oci-archive" ? "An OCI image layout tarball; layers applied in order" : "A `docker save` tarball; layers applied in order");
 
+/** A location in the spec: an http(s):// or file:// URL, or a path relative to the spec's folder; `checkReferences` checks the local ones. */
+const specLocation = (want: "file" | "dir", what: string) => z.string().min(1).meta({ aclPath: want === "file" ? "url-or-file" : "url-or-dir" }).describe(what);
+
+const rpmName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_+.~^-]*$/, "must be an RPM package name (letters, digits, _ + . ~ ^ -)");
+
+const RpmRepo = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_.:-]+$/, "must be a repository id (letters, digits, _ . : -)").describe("Repository id, as dnf names it in its messages"),
+    baseurl: specLocation("dir", "Where the repository is: http(s)://, file://, or a folder relative to the spec's folder (it holds repodata/)"),
+    gpgkey: specLocation("file", "The repository's signing key (ASCII-armored): http(s)://, file://, or a file relative to the spec's folder").optional(),
+    gpgcheck: z.boolean().default(true).describe("Check every package's signature against gpgkey (turning it off is said in the build's output)"),
+  })
+  .describe("An RPM repository dnf installs from");
+
+const RpmSource = z
+  .strictObject({
+    type: z.literal("rpm"),
+    packages: z.array(rpmName).min(1).describe("Packages to install (dnf resolves their dependencies)"),
+    releasever: z.string().regex(/^[A-Za-z0-9._-]+$/, "must be a release such as 41 or 3.0").describe("$releasever for the repositories (Fedora 41: \"41\"; Azure Linux 3.0: \"3.0\")"),
+    repos: z.array(RpmRepo).min(1).describe("The repositories, in order; the host's own are never used"),
+    exclude: z.array(rpmName).default([]).describe("Packages dnf must not install, even as dependencies"),
+    install_weak_deps: z.boolean().default(false).describe("Also install weak dependencies (Recommends)"),
+  })
+  .superRefine((s, ctx) => {
+    s.repos.forEach((r, i) => {
+      if (r.gpgcheck && !r.gpgkey)
+        ctx.addIssue({
+          code: "custom",
+          path: ["repos", i, "gpgkey"],
+          message: `is needed: gpgcheck is on (the default) for repository '${r.name}'`,
+          params: { hint: "give the repository's signing key (a file beside the spec, or an https:// URL), or set gpgcheck = false to install its packages unchecked" },
+        });
+    });
+    const seen = new Set<string>();
+    s.repos.forEach((r, i) => {
+      if (seen.has(r.name)) ctx.addIssue({ code: "custom", path: ["repos", i, "name"], message: `'${r.name}' names two repositories`, params: { hint: "give each repository its own name" } });
+      seen.add(r.name);
+    });
+  })
+  .describe("RPM packages installed by dnf from the given repositories");
+
 const DirSource = z
   .strictObject({
     type: z.literal("dir"),
@@ -111,6 +152,7 @@ const DirSource = z
 
 export const Source = z.discriminatedUnion("type", [
   DebianSource,
+  RpmSource,
   DockerSource,
   ArchiveSource("oci-archive"),
   ArchiveSource("docker-archive"),
@@ -161,7 +203,11 @@ const Group = z
 
 const Kernel = z
   .strictObject({
-    package: packageName.default("linux-image-cloud-amd64").describe("Debian kernel package"),
+    from: z
+      .enum(["debian", "image"])
+      .default("debian")
+      .describe("Where the kernel comes from: `debian`, the Debian package named by `package` (acl downloads it); `image`, the one kernel a package source installed into the tree, at /usr/lib/modules/RELEASE/vmlinuz (Fedora's kernel-core layout)"),
+    package: packageName.default("linux-image-cloud-amd64").describe("Debian kernel package (with from = \"debian\")"),
     cmdline: z.array(z.string()).default([]).describe("Extra kernel command line arguments"),
   })
   .describe("Kernel choice");
@@ -291,7 +337,7 @@ export const ImageSpecSchema = z
     users: z.array(User).default([]).describe("User accounts added to /etc/passwd"),
     groups: z.array(Group).default([]).describe("Groups added to /etc/group"),
     systemd: Systemd.default({ enable: [] }),
-    kernel: Kernel.default({ package: "linux-image-cloud-amd64", cmdline: [] }),
+    kernel: Kernel.default({ from: "debian", package: "linux-image-cloud-amd64", cmdline: [] }),
     usr: Usr.default({ filesystem: "erofs", compression: "lz4hc", verity_corruption: "panic" }),
     partitions: Partitions.default({ esp: 128 * MIB, usr: 1024 * MIB, oem: 64 * MIB, root: 256 * MIB, bios_boot: false }),
     output: Output.default({ formats: ["raw", "qcow2", "vhd"] }),

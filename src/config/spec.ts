@@ -4,6 +4,7 @@
  * wrong types, missing files, paths escaping the root) and return a deeply
  * frozen model. Validation happens here, once, at the edge.
  */
+import { fileURLToPath } from "node:url";
 import TOML from "@iarna/toml";
 import { createHash } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
@@ -276,14 +277,23 @@ export function resolveSpecPath(specDir: string, p: string): string {
   return isAbsolute(p) ? p : resolve(specDir, p);
 }
 
+/** A location the spec gives as a URL or a path: the local path it names (file:// URLs included), or none for http(s). */
+export function specLocation(value: string): { path?: string; url?: string } {
+  if (/^https?:\/\//i.test(value)) return { url: value };
+  if (/^file:\/\//i.test(value)) return { path: fileURLToPath(value) };
+  return { path: value };
+}
+
 /** Every path the spec names (fields marked `aclPath` in the schema), with its spec key. */
 export function specReferences(data: ImageSpecData): { key: string; path: string; want: "file" | "dir" }[] {
   const out: { key: string; path: string; want: "file" | "dir" }[] = [];
   const visit = (schema: AnySchema, value: unknown, path: PropertyKey[]): void => {
     if (value === undefined || value === null) return;
-    const meta = (schema as unknown as { meta?: () => { aclPath?: "file" | "dir" } | undefined }).meta?.();
+    const meta = (schema as unknown as { meta?: () => { aclPath?: "file" | "dir" | "url-or-file" | "url-or-dir" } | undefined }).meta?.();
     if (meta?.aclPath && typeof value === "string") {
-      out.push({ key: formatPath(path), path: value, want: meta.aclPath });
+      // a location may be a URL: a remote one is read by the tool that uses it, a file:// one is checked here
+      const where = meta.aclPath.startsWith("url-or-") ? specLocation(value) : { path: value };
+      if (where.path !== undefined) out.push({ key: formatPath(path), path: where.path, want: meta.aclPath.endsWith("file") ? "file" : "dir" });
       return;
     }
     const s = unwrapSchema(schema, value);

@@ -84,7 +84,7 @@ export async function preflight(spec: Readonly<ImageSpec>, opts: PreflightOption
   // the key the image's updater will trust loads (a file that is missing or private fails here)
   await updateKeyPem(spec, signKey);
   try {
-    await resolveKernelPackage(spec.kernel.package, opts.cacheDir && kernelCacheDir(opts.cacheDir));
+    if (spec.kernel.from === "debian") await resolveKernelPackage(spec.kernel.package, opts.cacheDir && kernelCacheDir(opts.cacheDir));
   } catch (e) {
     if (e instanceof UserError) throw new UserError(`${spec.specPath}: 'kernel.package': ${e.message}`, { file: spec.specPath, key: "kernel.package", hint: e.hint });
     throw e;

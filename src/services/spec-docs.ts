@@ -21,7 +21,8 @@ function typeOf(s: Json, defs: Json): string {
   return String(s.type ?? "any");
 }
 
-function rows(prefix: string, s: Json, defs: Json, out: string[], requiredSet: Set<string>): void {
+/** One row per key; tables are expanded, and so are arrays of tables when `arrays` (inside a section: `repos[].name`). */
+function rows(prefix: string, s: Json, defs: Json, out: string[], requiredSet: Set<string>, arrays = false): void {
   const props = (s.properties ?? {}) as Record<string, Json>;
   for (const [k, v] of Object.entries(props)) {
     const key = prefix ? `${prefix}.${k}` : k;
@@ -31,7 +32,8 @@ function rows(prefix: string, s: Json, defs: Json, out: string[], requiredSet: S
     const tableItems = items.type === "object" || items.oneOf !== undefined || items.anyOf !== undefined || items.$ref !== undefined;
     const t = v.type === "object" ? "table" : v.type === "array" && tableItems ? "array of tables" : typeOf(v, defs);
     out.push(`| \`${key}\` | ${t} | ${def} | ${desc} |`);
-    if (v.type === "object") rows(key, v, defs, out, new Set((v.required as string[]) ?? []));
+    if (v.type === "object") rows(key, v, defs, out, new Set((v.required as string[]) ?? []), arrays);
+    else if (arrays && v.type === "array" && items.type === "object") rows(`${key}[]`, items, defs, out, new Set((items.required as string[]) ?? []), arrays);
   }
 }
 
@@ -68,13 +70,13 @@ export function renderSpecDocs(): string {
       out.push("| key | type | default | description |");
       out.push("|---|---|---|---|");
       const lines: string[] = [];
-      rows("", r, defs, lines, new Set((r.required as string[]) ?? []));
+      rows("", r, defs, lines, new Set((r.required as string[]) ?? []), true);
       out.push(...lines, "");
     }
   }
   out.push("");
   out.push("## Example");
   out.push("");
-  out.push("See `images/minimal.toml` and `images/container-host.toml`.");
+  out.push("See `images/minimal.toml` and `images/container-host.toml`; `images/fedora-container-host.toml` takes its packages from Fedora's repositories (see [sources.md](sources.md)).");
   return out.join("\n").replace(/\n{3,}/g, "\n\n") + "\n";
 }

@@ -21,6 +21,7 @@ async function specs(): Promise<Readonly<ImageSpec>[]> {
   const ch = await loadSpec("images/container-host.toml");
   const sources = [
     ch.sources[0]!,
+    { type: "rpm", packages: ["bash"], releasever: "41", repos: [{ name: "fedora", baseurl: "https://example.invalid/", gpgcheck: false }], exclude: [], install_weak_deps: false },
     { type: "docker", image: "example/base:1" },
     { type: "oci-archive", path: "x.tar" },
     { type: "docker-archive", path: "y.tar" },

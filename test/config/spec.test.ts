@@ -48,6 +48,10 @@ describe("image spec loading", () => {
     expect(ch.aks?.os_sku).toBe("AzureContainerLinux");
     const pk = (ch.sources[0] as { packages: string[] }).packages;
     for (const p of ["systemd", "udev", "dbus", "containerd", "runc", "iptables", "openssh-server"]) expect(pk).toContain(p);
+    // the Fedora example: checked without a mirror (the build reads the repositories)
+    const fedora = await loadSpec("images/fedora-container-host.toml");
+    expect(fedora.sources[0]).toMatchObject({ type: "rpm", releasever: "41", install_weak_deps: false, repos: [{ name: "fedora", gpgcheck: true }, { name: "updates", gpgcheck: true }] });
+    expect(fedora.kernel.from).toBe("image");
   });
 
   it("reports TOML syntax errors with line and column", async () => {
@@ -85,8 +89,8 @@ describe("image spec loading", () => {
     expect(e2.message).toContain("missing required key 'name'");
     const e4 = await failure(`microarch = "x86-64-v5"\n` + base);
     expect(e4.message).toContain("'microarch' must be one of \"x86-64\", \"x86-64-v2\", \"x86-64-v3\", \"x86-64-v4\"");
-    const e5 = await failure(base.replace('type = "dir"', 'type = "rpm"'));
-    expect(e5.message).toContain("'sources[0].type' must be one of debian, docker, oci-archive, docker-archive, dir, got the string \"rpm\"");
+    const e5 = await failure(base.replace('type = "dir"', 'type = "apk"'));
+    expect(e5.message).toContain("'sources[0].type' must be one of debian, rpm, docker, oci-archive, docker-archive, dir, got the string \"apk\"");
     const e6 = await failure(base + `[partitions]\nusr = "lots"\n`);
     expect(e6.message).toContain("partitions.usr");
   });

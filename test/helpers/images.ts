@@ -11,7 +11,7 @@ import { acl, REPO } from "./cli.js";
 
 export const TEST_OUT = join(REPO, ".cache/test-out");
 
-async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
   const lock = join(TEST_OUT, `.${name}.lock`);
   await mkdir(TEST_OUT, { recursive: true });
   const deadline = Date.now() + 40 * 60_000;

@@ -77,6 +77,6 @@ async function applyPackageSources(ctx: BuildContext, _input: object, io: StageI
 export async function applySource(ctx: BuildContext, s: Source, i: number, root: string, workDir: string) {
   const type = sourceType(s);
   ctx.reporter.info(`source ${i + 1}/${ctx.spec.sources.length}: ${type.describe(s)}`);
-  const sctx: SourceContext = { spec: ctx.spec, key: `sources[${i}]`, root, workDir, downloadDir: join(ctx.cache.root, "debs"), epoch: ctx.epoch, reporter: ctx.reporter };
+  const sctx: SourceContext = { spec: ctx.spec, key: `sources[${i}]`, root, workDir, downloadDir: join(ctx.cache.root, "debs"), cacheRoot: ctx.cache.root, epoch: ctx.epoch, reporter: ctx.reporter };
   return type.apply(s, sctx);
 }

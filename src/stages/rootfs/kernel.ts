@@ -212,6 +212,29 @@ export async function installKernel(opts: InstallKernelOptions): Promise<Install
 }
 
 /**
+ * The kernel a package source installed into the tree (kernel.from =
+ * "image"): the one /usr/lib/modules/RELEASE/vmlinuz there, as Fedora's
+ * kernel-core lays it out. Its package and version are those of
+ * the package that owns that file, when a source says so (an RPM's files).
+ */
+export async function imageKernel(rootDir: string, packages: readonly { name: string; version: string; files?: readonly string[] }[], specFile: string): Promise<InstalledKernel> {
+  const base = join(rootDir, "usr/lib/modules");
+  const releases: string[] = [];
+  for (const r of (await readdir(base).catch(() => [] as string[])).sort()) if (await exists(join(base, r, "vmlinuz"))) releases.push(r);
+  if (releases.length !== 1) {
+    throw new UserError(
+      `${specFile}: 'kernel.from' is "image", but the tree has ${releases.length ? `${releases.length} kernels (${releases.join(", ")})` : "no kernel"} at /usr/lib/modules/RELEASE/vmlinuz`,
+      { file: specFile, key: "kernel.from", hint: 'install exactly one kernel package from a source (for Fedora: kernel-core), or use from = "debian"' },
+    );
+  }
+  const release = releases[0]!;
+  const owned = [`/usr/lib/modules/${release}/vmlinuz`, `/lib/modules/${release}/vmlinuz`];
+  const owner = packages.find((p) => p.files?.some((f) => owned.includes(f)));
+  await depmod(rootDir, release);
+  return { release, version: owner?.version ?? release, pkg: owner?.name ?? "(in the image)", vmlinuz: join(base, release, "vmlinuz") };
+}
+
+/**
  * Run depmod for <root>/usr/lib/modules/<release>. depmod -b looks in
  * <base>/lib/modules, which on a tree without the merged-/usr /lib symlink
  * does not exist; a scratch base with a link into the tree covers both.

@@ -76,6 +76,7 @@ const spdxId = (s: string) => s.replace(/[^A-Za-z0-9.-]/g, "-");
 
 /** Files a package owns, as image paths. */
 async function packageFiles(root: string, p: DebPackage): Promise<string[]> {
+  if (p.files) return [...p.files];
   if (p.deb) {
     const list = await run(["sh", "-c", 'dpkg-deb -c "$1" | awk \'{ $1=$2=$3=$4=$5=""; sub(/^ +/, ""); sub(/ -> .*$/, ""); print }\'', "sh", p.deb]);
     return list.stdout.split("\n").map((l) => l.replace(/^\.\//, "/").replace(/\/$/, "")).filter((l) => l && l !== "/");
@@ -123,6 +124,31 @@ export function toSpdxExpression(licenses: readonly string[]): string {
   return [...ids].sort().join(" AND ");
 }
 
+/**
+ * An RPM's License tag as an SPDX expression: Fedora writes SPDX expressions
+ * (GPL-2.0-or-later AND MIT), older packages short names (GPLv2+), which
+ * become LicenseRef- identifiers.
+ */
+export function rpmLicenseExpression(tag: string | undefined): string {
+  const t = (tag ?? "").trim();
+  if (!t || t === "(none)") return "NOASSERTION";
+  const tokens = t.replace(/[()]/g, " ").split(/\s+/).filter(Boolean);
+  // an SPDX identifier has a hyphen (GPL-2.0-or-later, BSD-3-Clause) or is one of the few without;
+  // GPLv2+ or "ASL 2.0" are not SPDX, and are kept as one LicenseRef
+  const id = (x: string) => /^[A-Za-z0-9.+-]+$/.test(x) && (x.includes("-") || SPDX_WITHOUT_HYPHEN.has(x));
+  return tokens.every((x) => ["AND", "OR", "WITH"].includes(x) || id(x)) ? t : `LicenseRef-${spdxId(t)}`;
+}
+
+const SPDX_WITHOUT_HYPHEN = new Set(["MIT", "ISC", "Zlib", "Unlicense", "curl", "Vim", "Ruby", "Beerware", "WTFPL", "NCSA", "TCL", "HPND", "ICU", "IJG", "JSON", "NTP", "OpenSSL", "PostgreSQL", "Sendmail", "W3C", "Libpng", "libtiff", "blessing", "bzip2-1.0.6", "Info-ZIP", "MirOS", "Xnet", "SMLNJ", "Naumen", "Fair", "Spencer-94"]);
+
+/** The package URL of a package: pkg:deb/debian/… or pkg:rpm/VENDOR/… (epoch as a qualifier, as the purl spec has it). */
+function purlOf(p: DebPackage): string {
+  if (p.kind !== "rpm") return `pkg:deb/debian/${encodeURIComponent(p.name)}@${encodeURIComponent(p.version)}?arch=${p.arch}`;
+  const vendor = (p.fields.Vendor ?? "").toLowerCase().match(/[a-z0-9]+/)?.[0];
+  const [epoch, rest] = /^\d+:/.test(p.version) ? [p.version.split(":")[0], p.version.slice(p.version.indexOf(":") + 1)] : [undefined, p.version];
+  return `pkg:rpm/${vendor ? `${vendor}/` : ""}${encodeURIComponent(p.name)}@${encodeURIComponent(rest)}?arch=${p.arch}${epoch ? `&epoch=${epoch}` : ""}`;
+}
+
 export async function buildSbom(input: SbomInput): Promise<{ json: string; packages: number; files: number }> {
   const { root } = input;
   const files: SpdxFile[] = [];
@@ -159,14 +185,17 @@ export async function buildSbom(input: SbomInput): Promise<{ json: string; packa
   const host: Entry[] = (input.hostPackages ?? []).map((h) => ({ name: h.name, version: h.version, arch: h.arch, fields: {}, hostFiles: h.files }));
   const sorted: Entry[] = [...input.packages].sort((a, b) => a.name.localeCompare(b.name) || a.arch.localeCompare(b.arch));
   for (const p of [...sorted, ...host]) {
-    const pid = p.hostFiles ? `SPDXRef-Package-host-deb-${spdxId(p.name)}-${spdxId(p.arch)}` : `SPDXRef-Package-deb-${spdxId(p.name)}-${spdxId(p.arch)}`;
+    const pid = p.hostFiles ? `SPDXRef-Package-host-deb-${spdxId(p.name)}-${spdxId(p.arch)}` : `SPDXRef-Package-${p.kind ?? "deb"}-${spdxId(p.name)}-${spdxId(p.arch)}`;
     let licenses: string[] = [];
-    try {
-      // a host package's copyright file is the host's
-      const copyright = p.hostFiles ? `/usr/share/doc/${p.name}/copyright` : join(root, await resolveInRoot(root, `usr/share/doc/${p.name}/copyright`));
-      licenses = licensesFromCopyright(await readFile(copyright, "utf8"));
-    } catch {
-      licenses = [];
+    // an RPM says its license in its header (rpmLicenseExpression); a .deb in its DEP-5 copyright file
+    if (p.kind !== "rpm") {
+      try {
+        // a host package's copyright file is the host's
+        const copyright = p.hostFiles ? `/usr/share/doc/${p.name}/copyright` : join(root, await resolveInRoot(root, `usr/share/doc/${p.name}/copyright`));
+        licenses = licensesFromCopyright(await readFile(copyright, "utf8"));
+      } catch {
+        licenses = [];
+      }
     }
     const fileIds: string[] = [];
     const sha1s: string[] = [];
@@ -216,18 +245,19 @@ export async function buildSbom(input: SbomInput): Promise<{ json: string; packa
       SPDXID: pid,
       name: p.name,
       versionInfo: p.version,
-      supplier: p.fields.Maintainer ? `Organization: ${p.fields.Maintainer.replace(/\s*<.*$/, "")}` : "NOASSERTION",
+      supplier: p.fields.Maintainer ? `Organization: ${p.fields.Maintainer.replace(/\s*<.*$/, "")}` : p.fields.Vendor ? `Organization: ${p.fields.Vendor}` : "NOASSERTION",
       downloadLocation: "NOASSERTION",
       filesAnalyzed: fileIds.length > 0,
       licenseConcluded: "NOASSERTION",
-      licenseDeclared: toSpdxExpression(licenses),
+      licenseDeclared: p.kind === "rpm" ? rpmLicenseExpression(p.fields.License) : toSpdxExpression(licenses),
+      ...(p.kind === "rpm" && p.fields.SourceRPM && p.fields.SourceRPM !== "(none)" ? { sourceInfo: `built from the source RPM ${p.fields.SourceRPM}` } : {}),
       copyrightText: "NOASSERTION",
       ...(p.hostFiles ? { comment: "copied from the build host into /usr/lib/acl/tools (acl's A/B updater)" } : {}),
       externalRefs: [
         {
           referenceCategory: "PACKAGE-MANAGER",
           referenceType: "purl",
-          referenceLocator: `pkg:deb/debian/${encodeURIComponent(p.name)}@${encodeURIComponent(p.version)}?arch=${p.arch}`,
+          referenceLocator: purlOf(p),
         },
       ],
     };

@@ -18,7 +18,7 @@ import { installGuestChecks } from "./guest-checks.js";
 import { installIgnition, translateBase, type BaseConfig } from "./ignition.js";
 import { AB_REQUIREMENTS, installAbNode, updateKeyPem } from "./ab-node.js";
 import { assertIsaWithin, auditIsa } from "./isa-audit.js";
-import { installKernel, KERNEL_TOOLS, resolveKernelPackage } from "./kernel.js";
+import { imageKernel, installKernel, KERNEL_TOOLS, resolveKernelPackage } from "./kernel.js";
 import {
   auditPackageManagers,
   checkSetuid,
@@ -102,7 +102,8 @@ async function rootfsInputs(spec: Readonly<ImageSpec>, epoch: number, from: numb
     users: spec.users,
     groups: spec.groups,
     systemd: spec.systemd,
-    kernel: await resolveKernelPackage(spec.kernel.package, kernelCacheDir(cacheRoot)),
+    // a kernel from the image is in the packages stage's tree, which its id covers
+    kernel: spec.kernel.from === "image" ? { from: "image" } : await resolveKernelPackage(spec.kernel.package, kernelCacheDir(cacheRoot)),
     init: spec.init,
     microarch: spec.microarch,
     policy: spec.policy,
@@ -147,7 +148,10 @@ async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io:
 
   // merged /usr first, so later steps (kernel modules, guest checks, files) see the final layout
   await mergeUsr(root);
-  const kernel = await installKernel({ rootDir: root, pkg: spec.kernel.package, cacheDir: kernelCacheDir(ctx.cache.root), reporter: r });
+  const kernel =
+    spec.kernel.from === "image"
+      ? await imageKernel(root, allPackages, spec.specPath)
+      : await installKernel({ rootDir: root, pkg: spec.kernel.package, cacheDir: kernelCacheDir(ctx.cache.root), reporter: r });
   await copyFile(kernel.vmlinuz, join(io.dir, ROOTFS_VMLINUZ));
   if (spec.init === "busybox") await installBusyboxApplets(root);
   await installGuestChecks(root, spec.init, spec.systemd.enable);

@@ -9,10 +9,12 @@ import { dirSource } from "./dir.js";
 import { dockerArchiveSource } from "./docker-archive.js";
 import { dockerSource } from "./docker.js";
 import { ociArchiveSource } from "./oci-archive.js";
+import { rpmSource } from "./rpm.js";
 import type { SourceType } from "./source.js";
 
 export const SOURCE_TYPES: { readonly [K in Source["type"]]: SourceType<Extract<Source, { type: K }>> } = {
   debian: debianSource,
+  rpm: rpmSource,
   docker: dockerSource,
   "oci-archive": ociArchiveSource,
   "docker-archive": dockerArchiveSource,

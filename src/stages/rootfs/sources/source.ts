@@ -20,18 +20,25 @@ export interface SourceContext {
   readonly workDir: string;
   /** Downloads kept between builds (CACHE/debs). */
   readonly downloadDir: string;
+  /** The cache's root, for a source that keeps its own downloads (CACHE/rpm). */
+  readonly cacheRoot: string;
   readonly epoch: number;
   readonly reporter: Reporter;
 }
 
 export interface DebPackage {
   name: string;
+  /** Debian: the version; RPM: [epoch:]version-release. */
   version: string;
   arch: string;
-  /** From /var/lib/dpkg/status or the .deb control file. */
+  /** From /var/lib/dpkg/status or the .deb control file; for an RPM, its header tags (License, SourceRPM, Vendor, Epoch…). */
   fields: Record<string, string>;
   /** The .deb in the cache, for packages that were only extracted (no dpkg database). */
   deb?: string;
+  /** Present for a package from an RPM repository: "rpm". */
+  kind?: "rpm";
+  /** An RPM's files as installed (its database is removed before the SBOM is written). */
+  files?: string[];
 }
 
 /** What a source contributed, for the SBOM and the manifest. */
