@@ -76,7 +76,8 @@ export function parseConsole(lines: readonly { ms: number; text: string }[]): Co
       if (c[1] === "done") f.done = true;
       else {
         f.checks.push({ name: c[1]!, status: c[2] ?? "", detail: (c[3] ?? "").trim() });
-        if (c[1] === "hwcaps") {
+        // a skipped check (no glibc loader in the image: a static userland) reports no levels to compare
+        if (c[1] === "hwcaps" && c[2] === "ok") {
           const s = /supported:\s*(.*)$/.exec(c[3] ?? "");
           f.hwcaps = s ? s[1]!.split(/\s+/).filter((x) => /^x86-64-v\d$/.test(x)) : [];
         }
