@@ -22,6 +22,7 @@ import { parseRpmQuery, rpmSource } from "../../src/stages/rootfs/sources/rpm.js
 import { rpmLicenseExpression } from "../../src/stages/rootfs/sbom.js";
 import type { SourceContext } from "../../src/stages/rootfs/sources/source.js";
 import { rpmRepos, type RpmRepos } from "../helpers/rpm-repo.js";
+import { acl } from "../helpers/cli.js";
 
 let repos: RpmRepos;
 let tmp: string;
@@ -47,11 +48,16 @@ async function specWith(source: string): Promise<Readonly<ImageSpec>> {
 const repoToml = (name: string, baseurl: string, opts: { key?: string; gpgcheck?: boolean } = {}) =>
   `[[sources.repos]]\nname = "${name}"\nbaseurl = "${baseurl}"\n${opts.key ? `gpgkey = "${opts.key}"\n` : ""}${opts.gpgcheck === false ? "gpgcheck = false\n" : ""}`;
 
-async function install(spec: Readonly<ImageSpec>) {
+async function install(spec: Readonly<ImageSpec>, before: Record<string, string> = {}) {
   const root = join(tmp, `root-${n++}`);
   const work = join(tmp, `work-${n++}`);
   const cacheRoot = join(tmp, "cache");
   await mkdir(root);
+  // what earlier sources put in the tree
+  for (const [path, text] of Object.entries(before)) {
+    await mkdir(join(root, path, ".."), { recursive: true });
+    await writeFile(join(root, path), text);
+  }
   await mkdir(work);
   const lines: string[] = [];
   const reporter = createReporter("plain", { write: (s: string) => (lines.push(s), true) } as unknown as NodeJS.WritableStream);
@@ -79,6 +85,12 @@ describe("rpm source: the spec", () => {
     expect(errorReport(twice).message).toMatch(/'sources\[0\]\.repos\[1\]\.name': 'a' names two repositories/);
     const missing = await specWith(`type = "rpm"\nreleasever = "41"\npackages = ["bash"]\n${repoToml("local", "no-such-folder", { gpgcheck: false })}`).catch((x: unknown) => x);
     expect(errorReport(missing).message).toMatch(/'sources\[0\]\.repos\[0\]\.baseurl' refers to no-such-folder, which is not a folder/);
+  });
+
+  it("the Fedora example passes `acl spec check` (no mirror needed: the build reads the repositories)", async () => {
+    const r = await acl(["spec", "check", "images/fedora-container-host.toml"]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain("images/fedora-container-host.toml: ok (fedora-container-host 1.0.0, x86-64-v3, sources: rpm, dir)");
   });
 
   it("reads rpm's query output (golden) and words RPM licenses as SPDX", () => {
@@ -136,6 +148,19 @@ describe("rpm source: Debian's dnf on a signed repository made here", () => {
     }
   }, 10 * 60_000);
 
+  it("layered on what earlier sources put in the tree: both are there, and only the RPMs are in its database", async () => {
+    const r = await install(await specWith(signedSource(["acl-base"])), { "etc/debian_version": "12.8\n", "usr/bin/earlier": "#!/bin/sh\n" });
+    expect(r.ok, r.ok ? "" : String((r.error as Error).message)).toBe(true);
+    if (!r.ok) return;
+    expect(await readFile(join(r.root, "etc/debian_version"), "utf8")).toBe("12.8\n");
+    expect(existsSync(join(r.root, "usr/bin/earlier"))).toBe(true);
+    expect(existsSync(join(r.root, "usr/bin/busybox"))).toBe(true);
+    expect(r.got.packages!.map((p) => p.name).sort()).toEqual(["acl-base", "acl-busybox"]);
+    // Fedora's place for the database, not Debian's per-user one
+    expect(existsSync(join(r.root, "usr/lib/sysimage/rpm"))).toBe(true);
+    expect(existsSync(join(r.root, "root/.rpmdb"))).toBe(false);
+  }, 10 * 60_000);
+
   it("install_weak_deps brings Recommends in; exclude keeps a package out", async () => {
     const weak = await install(await specWith(signedSource(["acl-base"], "install_weak_deps = true\n")));
     expect(weak.ok && existsSync(join(weak.root, "usr/share/acl-weak/present"))).toBe(true);
@@ -152,10 +177,10 @@ describe("rpm source: Debian's dnf on a signed repository made here", () => {
     expect(u.message).toMatch(/'sources\[0\]\.packages' names a package that the repositories \('acl-signed'\) do not have: acl-nonesuch$/);
     expect(u.key).toBe("sources[0].packages");
 
-    const dead = await install(await specWith(`type = "rpm"\nreleasever = "1"\npackages = ["acl-base"]\n${repoToml("gone", "http://127.0.0.1:9/repo", { gpgcheck: false })}`));
+    const dead = await install(await specWith(`type = "rpm"\nreleasever = "1"\npackages = ["acl-base"]\n${repoToml("gone", "http://127.0.0.1:59999/repo", { gpgcheck: false })}`));
     const d = errorReport(!dead.ok && dead.error);
     expect(d.exitCode).toBe(1);
-    expect(d.message).toMatch(/repository 'gone' \('sources\[0\]\.repos\[0\]\.baseurl'\) cannot be read: http:\/\/127\.0\.0\.1:9\/repo\/repodata\/repomd\.xml: /);
+    expect(d.message).toMatch(/repository 'gone' \('sources\[0\]\.repos\[0\]\.baseurl'\) cannot be read: http:\/\/127\.0\.0\.1:59999\/repo\/repodata\/repomd\.xml: connect ECONNREFUSED/);
     const empty = join(tmp, "empty-repo");
     await mkdir(empty, { recursive: true });
     const noRepodata = await install(await specWith(`type = "rpm"\nreleasever = "1"\npackages = ["acl-base"]\n${repoToml("empty", empty, { gpgcheck: false })}`));

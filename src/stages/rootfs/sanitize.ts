@@ -31,7 +31,8 @@ export const PACKAGE_MANAGER_PATHS = [
   "usr/bin/rpm", "usr/bin/rpmdb", "usr/bin/rpmkeys", "usr/bin/rpmquery", "usr/bin/rpmverify", "usr/bin/dnf", "usr/bin/dnf-3",
   "usr/bin/yum", "usr/bin/microdnf", "usr/bin/tdnf", "usr/bin/zypper", "usr/lib/rpm", "usr/lib/sysimage/rpm",
   "var/lib/rpm", "var/lib/dnf", "var/lib/yum", "var/cache/dnf", "var/cache/yum", "etc/dnf", "etc/yum", "etc/yum.repos.d",
-  "etc/rpm", "etc/zypp",
+  "etc/rpm", "etc/zypp", "var/lib/tdnf", "var/cache/tdnf", "etc/tdnf", "var/log/dnf.log", "var/log/dnf.librepo.log",
+  "var/log/dnf.rpm.log", "var/log/hawkey.log",
   // Alpine and others
   "usr/sbin/apk", "usr/bin/apk", "usr/lib/apk", "etc/apk", "var/cache/apk", "usr/bin/pacman", "var/lib/pacman",
   "usr/bin/opkg", "var/lib/opkg",

@@ -144,7 +144,8 @@ async function fillRootfs(ctx: BuildContext, { packages: pkg }: RootfsInput, io:
   }
   // dpkg's database may have been written by a later source over an earlier one: re-read it
   const fromDb = await readDpkgStatus(root);
-  const allPackages = fromDb.length ? [...fromDb, ...packages.filter((p) => p.deb && !fromDb.some((d) => d.name === p.name))] : packages;
+  // (RPMs were read from their own database, before anything could write over it)
+  const allPackages = fromDb.length ? [...fromDb, ...packages.filter((p) => p.kind === "rpm" || (p.deb && !fromDb.some((d) => d.name === p.name)))] : packages;
 
   // merged /usr first, so later steps (kernel modules, guest checks, files) see the final layout
   await mergeUsr(root);
