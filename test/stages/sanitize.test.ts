@@ -1,4 +1,4 @@
-import { chmod, lstat, mkdir, mkdtemp, readFile, readlink, symlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeEach, describe, expect, it } from "vitest";
@@ -57,6 +57,18 @@ describe("sanitize", () => {
     expect(await readFile(join(root, "usr/lib64/ld-linux-x86-64.so.2"), "utf8")).toBe("ld");
     expect(await exists("usr/bin/existing")).toBe(true);
     expect(await mergeUsr(root)).toEqual([]);
+  });
+
+  it("takes the links an RPM system lays out already, Fedora 42's /sbin -> usr/bin too", async () => {
+    await mkdir(join(root, "usr/bin"), { recursive: true });
+    await mkdir(join(root, "usr/lib"), { recursive: true });
+    await symlink("usr/bin", join(root, "bin"));
+    await symlink("usr/bin", join(root, "sbin"));
+    await symlink("usr/lib", join(root, "lib"));
+    expect(await mergeUsr(root)).toEqual([]);
+    await rm(join(root, "lib"));
+    await symlink("usr/bin", join(root, "lib"));
+    await expect(mergeUsr(root)).rejects.toThrow(/\/lib is a symlink to usr\/bin, expected usr\/lib/);
   });
 
   it("resolves /usr symlinks that point into /etc", async () => {

@@ -64,6 +64,8 @@ export async function mergeUsr(root: string): Promise<string[]> {
     if (st.isSymbolicLink()) {
       const t = await readlink(p);
       if (t === `usr/${d}` || t === `/usr/${d}`) continue;
+      // Fedora 42 and later merge sbin into bin: /sbin is a link to usr/bin (and /usr/sbin to bin)
+      if (d === "sbin" && (t === "usr/bin" || t === "/usr/bin")) continue;
       throw new UserError(`/${d} is a symlink to ${t}, expected usr/${d}`, { hint: "a content source replaced a merged-/usr symlink; remove it from that source" });
     }
     if (!st.isDirectory()) throw new UserError(`/${d} is not a folder in the image tree`, { hint: `remove /${d} from the content sources` });
