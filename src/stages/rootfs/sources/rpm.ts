@@ -127,7 +127,7 @@ export const rpmSource: SourceType<RpmSpec> = {
         { env: { SOURCE_DATE_EPOCH: String(ctx.epoch), TZ: "UTC", LC_ALL: "C.UTF-8", HOME: conf } },
       );
     } catch (e) {
-      throw e instanceof ExternalToolError ? await explainDnf(e, s, repos, ctx, rpmCache) : e;
+      throw e instanceof ExternalToolError ? await explainDnf(e, repos, ctx, rpmCache) : e;
     } finally {
       await lock.release();
     }
@@ -173,7 +173,7 @@ async function writeDnfConfig(s: RpmSpec, repos: readonly ResolvedRepo[], ctx: S
 }
 
 /** dnf's failure in one or two lines, naming the spec key, the package and the repository. */
-async function explainDnf(e: ExternalToolError, s: RpmSpec, repos: readonly ResolvedRepo[], ctx: SourceContext, cacheDir: string): Promise<Error> {
+async function explainDnf(e: ExternalToolError, repos: readonly ResolvedRepo[], ctx: SourceContext, cacheDir: string): Promise<Error> {
   const file = ctx.spec.specPath;
   const out = e.stderr;
   const names = repos.map((r) => `'${r.name}'`).join(", ");
