@@ -224,6 +224,8 @@ export class StageCache {
     };
     await files("download", "debs", false);
     await files("download", "kernel/debs", false);
+    // dnf's cache of an rpm source: one folder per repository, its metadata and the RPMs it downloaded
+    await files("download", "rpm", false);
     await files("kernel", "kernel/unpacked", true);
     await files("scratch", "tmp", false);
     if (JSON.stringify(fresh) !== JSON.stringify(memo)) await writeFile(memoFile, JSON.stringify(fresh)).catch(() => undefined);

@@ -72,6 +72,19 @@ describe("the cache's contents and its bound", () => {
     expect(items[0]!.bytes).toBeGreaterThanOrEqual(3 << 20);
   });
 
+  it("counts an rpm source's dnf cache, one item per repository, so the bound and prune reach it", async () => {
+    await download("rpm/fedora-0123456789abcdef/packages/bash-5.2-1.fc41.x86_64.rpm", 2 << 20, 60 * HOUR);
+    // the repository's folder was last written (used) when dnf last downloaded into it
+    const old = new Date(Date.now() - 60 * HOUR);
+    await utimes(join(root, "rpm/fedora-0123456789abcdef"), old, old);
+    const cache = new StageCache(root);
+    const rpm = (await cache.list()).find((i) => i.path === "rpm/fedora-0123456789abcdef")!;
+    expect(rpm).toMatchObject({ kind: "download", name: "fedora-0123456789abcdef" });
+    expect(rpm.bytes).toBeGreaterThanOrEqual(2 << 20);
+    const removed = await cache.bound(12 << 20, HOUR);
+    expect(removed.map((i) => i.path)).toContain("rpm/fedora-0123456789abcdef");
+  });
+
   it("bound() removes the least recently used until under the size, never what was used within the grace", async () => {
     const cache = new StageCache(root);
     const removed = await cache.bound(5 << 20, 6 * HOUR);

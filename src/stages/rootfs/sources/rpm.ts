@@ -9,7 +9,7 @@
  * removes that database, dnf's state and rpm itself afterwards.
  */
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { run, toolVersion, tools } from "../../../adapters/exec.js";
@@ -116,6 +116,8 @@ export const rpmSource: SourceType<RpmSpec> = {
       onWait: (holder) => ctx.reporter.info(`waiting for the build with pid ${holder.pid}, which is using the RPM cache`),
     });
     try {
+      // the repositories' folders in the cache count as used now (the cache's bound keeps what was used lately)
+      await touchChildren(rpmCache);
       await run(
         [
           "dnf", "-y", "--config", join(conf, "dnf.conf"), "--installroot", ctx.root, `--releasever=${s.releasever}`, "--noplugins",
@@ -129,12 +131,18 @@ export const rpmSource: SourceType<RpmSpec> = {
     } catch (e) {
       throw e instanceof ExternalToolError ? await explainDnf(e, repos, ctx, rpmCache) : e;
     } finally {
+      await touchChildren(rpmCache);
       await lock.release();
     }
     const packages = await readRpmDb(ctx.root);
     return { packages, tools: { dnf: await toolVersion("dnf", ["--version"]), rpm: await toolVersion("rpm", ["--version"]) } };
   },
 };
+
+async function touchChildren(dir: string): Promise<void> {
+  const now = new Date();
+  for (const d of await readdir(dir).catch(() => [] as string[])) await utimes(join(dir, d), now, now).catch(() => undefined);
+}
 
 /** dnf.conf and one .repo file in a folder of this build (returned): the keys as local files, nothing of the host's. */
 async function writeDnfConfig(s: RpmSpec, repos: readonly ResolvedRepo[], ctx: SourceContext): Promise<string> {
