@@ -54,7 +54,7 @@ export async function runStages(
     try {
       result = stage.cacheInputs ? await runCached(ctx, stage, results, handle) : await runPlain(ctx, stage, results, handle);
     } catch (e) {
-      const need = stage.cacheInputs ? await cacheNeed(ctx, stage.name) : plan && (await planNeed(ctx, plan));
+      const need = async () => (stage.cacheInputs ? cacheNeed(ctx, stage.name) : plan && planNeed(ctx, plan));
       throw await explainSpace(e, stage.name, [
         { what: "the output's folder", path: outFolder },
         { what: "the cache", path: ctx.cache.root },
@@ -169,10 +169,12 @@ const NO_SPACE = /No space left on device|Disk quota exceeded/;
  * tool that said so), becomes one clear error naming the folders the build
  * writes into and how much room each has left.
  */
-async function explainSpace(err: unknown, stage: string, folders: readonly { what: string; path: string }[], need?: Need): Promise<unknown> {
+async function explainSpace(err: unknown, stage: string, folders: readonly { what: string; path: string }[], needed: () => Promise<Need | undefined>): Promise<unknown> {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   const byTool = err instanceof ExternalToolError && NO_SPACE.test(err.stderr);
   if (code !== "ENOSPC" && code !== "EDQUOT" && !byTool) return err;
+  // measured only for a full file system: what the stage (and those after it) needed there
+  const need = await needed().catch(() => undefined);
   const free: string[] = [];
   for (const f of folders) {
     const bytes = await freeBytes(f.path);
