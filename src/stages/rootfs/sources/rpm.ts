@@ -51,8 +51,27 @@ async function readLocation(location: { path?: string; url?: string }): Promise<
 
 const reason = (e: unknown) => ((e as NodeJS.ErrnoException).code ? fsReason(e) : ((e as Error).cause as Error | undefined)?.message ?? (e as Error).message);
 
+/**
+ * Each repository is read once per acl process: the build's key, the packages
+ * stage's id and the install all see the same metadata digest and key (and a
+ * remote repository is fetched once, not three times).
+ */
+const resolved = new Map<string, Promise<ResolvedRepo>>();
+
+function resolveRepo(r: RpmRepo, i: number, ctx: Pick<SourceContext, "spec" | "key">): Promise<ResolvedRepo> {
+  const k = JSON.stringify([ctx.spec.specPath, ctx.key, i, r]);
+  let got = resolved.get(k);
+  if (!got) {
+    got = readRepo(r, i, ctx);
+    // a failure is not remembered: the next call says it again (or finds the repository back)
+    got.catch(() => resolved.delete(k));
+    resolved.set(k, got);
+  }
+  return got;
+}
+
 /** The repository's URL (a local folder as file://), its metadata's digest and its key, or a clear error naming it. */
-async function resolveRepo(r: RpmRepo, i: number, ctx: Pick<SourceContext, "spec" | "key">): Promise<ResolvedRepo> {
+async function readRepo(r: RpmRepo, i: number, ctx: Pick<SourceContext, "spec" | "key">): Promise<ResolvedRepo> {
   const file = ctx.spec.specPath;
   const key = `${ctx.key}.repos[${i}]`;
   const at = specLocation(r.baseurl);
