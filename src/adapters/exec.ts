@@ -132,10 +132,6 @@ export const TOOL_PACKAGES = {
   shellcheck: "shellcheck",
   dnf: "dnf",
   rpm: "rpm",
-  rpmbuild: "rpm",
-  rpmsign: "rpm",
-  createrepo_c: "createrepo-c",
-  gpg: "gnupg",
 } as const satisfies Record<string, string>;
 export type HostTool = keyof typeof TOOL_PACKAGES;
 
