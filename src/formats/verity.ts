@@ -217,6 +217,18 @@ export function topBlockRange(sb: Pick<VeritySuperblock, "dataBlocks" | "dataBlo
   return layout.levels === 0 ? { offset: 0, length: sb.dataBlockSize } : { offset: treeOffset(hashOffset, sb.hashBlockSize), length: sb.hashBlockSize };
 }
 
+/**
+ * The superblock at `hashOffset` of a /usr image and the root hash its top
+ * block gives, through `read` (bytes of the image at an offset: a disk slot,
+ * a payload section). Throws VerityFormatError when no valid superblock is
+ * there; the caller words that for its user.
+ */
+export async function readVerityRoot(read: (offset: number, length: number) => Promise<Uint8Array>, hashOffset: number): Promise<{ sb: VeritySuperblock; top: { offset: number; length: number }; root: Buffer }> {
+  const sb = decodeSuperblock(await read(hashOffset, VERITY_SUPERBLOCK_SIZE));
+  const top = topBlockRange(sb, hashOffset);
+  return { sb, top, root: rootDigest(sb, await read(top.offset, top.length)) };
+}
+
 /** The root hash from the top block: salt first for hash type 1 (what acl and cryptsetup write), salt last for type 0. */
 export function rootDigest(sb: Pick<VeritySuperblock, "hashType" | "algorithm" | "salt">, top: Uint8Array): Buffer {
   return sb.hashType === 1 ? blockDigest(sb.salt, top) : createHash(sb.algorithm).update(top).update(sb.salt).digest();

@@ -25,19 +25,7 @@ import { decodeVhdFooter, VHD_COOKIE, VHD_DISK_TYPES, VHD_FOOTER_SIZE } from "..
 import { readRange } from "../util/fs.js";
 import { MiB, roundUp } from "../util/size.js";
 import { readBootState } from "./update/state.js";
-import {
-  decodeSuperblock,
-  rootDigest,
-  topBlockRange,
-  treeLayout,
-  treeOffset,
-  VERITY_SIGNATURE,
-  VERITY_SUPERBLOCK_SIZE,
-  VerityFormatError,
-  type TreeLayout,
-  type VerityParams,
-  type VeritySuperblock,
-} from "../formats/verity.js";
+import { readVerityRoot, treeLayout, treeOffset, VERITY_SIGNATURE, VERITY_SUPERBLOCK_SIZE, VerityFormatError, type VerityParams } from "../formats/verity.js";
 
 export type DiskFileFormat = "raw" | "qcow2" | "vhd";
 
@@ -260,22 +248,19 @@ async function readUsrSlot(v: DiskView, offset: number, sizeBytes: number): Prom
     if (hashOffset + VERITY_SUPERBLOCK_SIZE > sizeBytes) continue;
     const raw = await readAt(v, offset + hashOffset, VERITY_SUPERBLOCK_SIZE);
     if (!raw.subarray(0, 8).equals(VERITY_SIGNATURE)) continue;
-    let vsb: VeritySuperblock;
-    let layout: TreeLayout;
-    let topAt: { offset: number; length: number };
+    let got: Awaited<ReturnType<typeof readVerityRoot>>;
     try {
-      vsb = decodeSuperblock(raw);
-      layout = treeLayout(Number(vsb.dataBlocks), vsb.hashBlockSize);
-      topAt = topBlockRange(vsb, hashOffset);
+      got = await readVerityRoot((o, n) => readAt(v, offset + o, n), hashOffset);
     } catch (e) {
       if (!(e instanceof VerityFormatError)) throw e;
       // the signature is there and what follows is not a superblock veritysetup wrote: said, not fatal
       damaged = `the verity superblock at ${hashOffset} is damaged: ${e.message}`;
       continue;
     }
+    const { sb: vsb, root: rootHash } = got;
     const dataBlocks = Number(vsb.dataBlocks);
+    const layout = treeLayout(dataBlocks, vsb.hashBlockSize);
     const treeStart = treeOffset(hashOffset, vsb.hashBlockSize);
-    const rootHash = rootDigest(vsb, await readAt(v, offset + topAt.offset, topAt.length));
     const usedBytes = treeStart + layout.totalBlocks * vsb.hashBlockSize;
     return {
       filesystem,

@@ -35,7 +35,7 @@ import {
 } from "../../formats/boot-entries.js";
 import { attributePatches, decodeGpt, setSlotState } from "../../formats/gpt.js";
 import { microarchRank } from "../../formats/microarch.js";
-import { decodeSuperblock, rootDigest, topBlockRange, VERITY_SUPERBLOCK_SIZE, VerityFormatError, type VeritySuperblock } from "../../formats/verity.js";
+import { readVerityRoot, VerityFormatError } from "../../formats/verity.js";
 import { readFileRange, readRange } from "../../util/fs.js";
 import { formatMiB, MiB } from "../../util/size.js";
 import { peCertificateTable } from "../../formats/pe.js";
@@ -140,16 +140,13 @@ async function checkSecureBootReady(fat: FatImage, ukiBytes: Uint8Array, target:
 /** The verity top block at the slot's hash offset must digest to the root hash the UKI names. */
 async function checkVerityRoot(disk: string, slotOffset: number, p: VerifiedPayload): Promise<void> {
   const v = p.meta.verity;
-  let sb: VeritySuperblock;
-  let topAt: { offset: number; length: number };
+  let root: string;
   try {
-    sb = decodeSuperblock(await readFileRange(disk, slotOffset + v.hashOffset, VERITY_SUPERBLOCK_SIZE));
-    topAt = topBlockRange(sb, v.hashOffset);
+    root = (await readVerityRoot((o, n) => readFileRange(disk, slotOffset + o, n), v.hashOffset)).root.toString("hex");
   } catch (e) {
     if (!(e instanceof VerityFormatError)) throw e;
     throw new UserError(`the written slot's verity superblock does not read back (${e.message}): the disk may be failing`, { file: disk });
   }
-  const root = rootDigest(sb, await readFileRange(disk, slotOffset + topAt.offset, topAt.length)).toString("hex");
   if (root !== v.rootHash) throw new UserError(`the written slot's verity root is ${root}, not ${v.rootHash}: the disk may be failing`, { file: disk });
 }
 

@@ -20,7 +20,7 @@ import {
   type SectionName,
   type UpdateMetadata,
 } from "../../formats/update-payload.js";
-import { decodeSuperblock, rootDigest, topBlockRange, VERITY_SUPERBLOCK_SIZE, VerityFormatError, type VeritySuperblock } from "../../formats/verity.js";
+import { readVerityRoot, VERITY_SUPERBLOCK_SIZE, VerityFormatError } from "../../formats/verity.js";
 import { readRange } from "../../util/fs.js";
 import { loadPublicKey } from "../verify.js";
 
@@ -109,15 +109,14 @@ async function checkVerity(fh: FileHandle, meta: UpdateMetadata, refuse: (why: s
   const usr = meta.sections.find((s) => s.name === "usr")!;
   const v = meta.verity;
   if (v.hashOffset + VERITY_SUPERBLOCK_SIZE > usr.size) throw refuse(`its 'verity.hashOffset' ${v.hashOffset} is past the end of the usr section (${usr.size} bytes)`);
-  let sb: VeritySuperblock;
-  let top: { offset: number; length: number };
+  let got: Awaited<ReturnType<typeof readVerityRoot>>;
   try {
-    sb = decodeSuperblock(await readRange(fh, usr.offset + v.hashOffset, VERITY_SUPERBLOCK_SIZE));
-    top = topBlockRange(sb, v.hashOffset);
+    got = await readVerityRoot((o, n) => readRange(fh, usr.offset + o, n), v.hashOffset);
   } catch (e) {
     if (e instanceof VerityFormatError) throw refuse(`the usr section has no verity superblock at its 'verity.hashOffset' ${v.hashOffset}: ${e.message}`);
     throw e;
   }
+  const { sb, top } = got;
   const differ = (
     [
       ["dataBlocks", Number(sb.dataBlocks), v.dataBlocks],
@@ -128,6 +127,6 @@ async function checkVerity(fh: FileHandle, meta: UpdateMetadata, refuse: (why: s
   ).find(([, got, said]) => got !== said);
   if (differ) throw refuse(`its 'verity.${differ[0]}' is ${differ[2]}, the usr section's verity superblock says ${differ[1]}`);
   if (top.offset + top.length > usr.size) throw refuse(`the verity tree of the usr section runs past its end (${usr.size} bytes)`);
-  const root = rootDigest(sb, await readRange(fh, usr.offset + top.offset, top.length)).toString("hex");
+  const root = got.root.toString("hex");
   if (root !== v.rootHash) throw refuse(`the usr section's verity root is ${root.slice(0, 16)}…, its 'verity.rootHash' says ${v.rootHash.slice(0, 16)}…`);
 }
