@@ -6,11 +6,11 @@
  */
 import { createHash } from "node:crypto";
 import { lstat, mkdir, readFile, rename, rm, stat, utimes, writeFile, readdir } from "node:fs/promises";
-import { disown, ownedTempDir, ownerAlive, OWNER_FILE, readdirSafe, readOwner, removeAbandoned, type Abandoned } from "./owner.js";
+import { disown, ownedTempDir, ownerAlive, OWNER_FILE, readOwner, removeAbandoned, type Abandoned } from "./owner.js";
 import { homedir } from "node:os";
 import { pidRuns, removeAbandonedLocks } from "./lock.js";
 import { join } from "node:path";
-import { walk } from "../util/fs.js";
+import { readdirSafe, walk } from "../util/fs.js";
 import { GiB, parseSize } from "../util/size.js";
 import { UserError } from "../errors.js";
 import { canonicalJson } from "./manifest.js";

@@ -10,7 +10,8 @@
  */
 import { link, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { disown, ownerAlive, own, readdirSafe, thisOwner, type Owner } from "./owner.js";
+import { disown, ownerAlive, own, thisOwner, type Owner } from "./owner.js";
+import { readdirSafe } from "../util/fs.js";
 
 export interface Lock {
   readonly path: string;

@@ -9,7 +9,8 @@
  * process removes the folders it still owns itself and exits with 130.
  */
 import { existsSync, rmSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { readdirSafe } from "../util/fs.js";
 import { join } from "node:path";
 
 export const OWNER_FILE = ".acl-owner";
@@ -71,11 +72,6 @@ export function own(lockFile: string): void {
 export function disown(path: string): void {
   owned.delete(path);
   locks.delete(path);
-}
-
-/** A folder's names, or none when it does not exist. */
-export async function readdirSafe(dir: string): Promise<string[]> {
-  return readdir(dir).catch(() => [] as string[]);
 }
 
 let interruptsHandled = false;

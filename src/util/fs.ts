@@ -4,7 +4,7 @@
  * sorted by code unit, a folder before its content, symlinks not followed).
  */
 import { lstatSync, readdirSync, type Stats } from "node:fs";
-import { lstat, mkdir, open, type FileHandle } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, type FileHandle } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 
 /** Whether a path exists (a dangling symlink counts: it is an entry). */
@@ -80,4 +80,9 @@ export async function readFileRange(path: string, offset: number, length: number
   } finally {
     await fh.close();
   }
+}
+
+/** A folder's names, or none when it does not exist (or cannot be read). */
+export async function readdirSafe(dir: string): Promise<string[]> {
+  return readdir(dir).catch(() => [] as string[]);
 }

@@ -14,7 +14,7 @@ import { UserError } from "../../errors.js";
 import { ownedTempDir, OWNER_FILE } from "../../pipeline/owner.js";
 import { acquireLock } from "../../pipeline/lock.js";
 import type { Reporter } from "../../output/reporter.js";
-import { exists, walk } from "../../util/fs.js";
+import { exists, readdirSafe, walk } from "../../util/fs.js";
 
 export const DEFAULT_KERNEL_PACKAGE = "linux-image-cloud-amd64";
 
@@ -220,7 +220,7 @@ export async function installKernel(opts: InstallKernelOptions): Promise<Install
 export async function imageKernel(rootDir: string, packages: readonly { name: string; version: string; files?: readonly string[] }[], specFile: string): Promise<InstalledKernel> {
   const base = join(rootDir, "usr/lib/modules");
   const releases: string[] = [];
-  for (const r of (await readdir(base).catch(() => [] as string[])).sort()) if (await exists(join(base, r, "vmlinuz"))) releases.push(r);
+  for (const r of (await readdirSafe(base)).sort()) if (await exists(join(base, r, "vmlinuz"))) releases.push(r);
   if (releases.length !== 1) {
     throw new UserError(
       `${specFile}: 'kernel.from' is "image", but the tree has ${releases.length ? `${releases.length} kernels (${releases.join(", ")})` : "no kernel"} at /usr/lib/modules/RELEASE/vmlinuz`,

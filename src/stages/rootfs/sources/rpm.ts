@@ -9,7 +9,8 @@
  * removes that database, dnf's state and rpm itself afterwards.
  */
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, utimes, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, utimes, writeFile } from "node:fs/promises";
+import { readdirSafe } from "../../../util/fs.js";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { run, toolVersion, tools } from "../../../adapters/exec.js";
@@ -160,7 +161,7 @@ export const rpmSource: SourceType<RpmSpec> = {
 
 async function touchChildren(dir: string): Promise<void> {
   const now = new Date();
-  for (const d of await readdir(dir).catch(() => [] as string[])) await utimes(join(dir, d), now, now).catch(() => undefined);
+  for (const d of await readdirSafe(dir)) await utimes(join(dir, d), now, now).catch(() => undefined);
 }
 
 /** dnf.conf and one .repo file in a folder of this build (returned): the keys as local files, nothing of the host's. */
@@ -243,14 +244,14 @@ async function gpgError(pkg: string | undefined, how: string, repos: readonly Re
   const has = (files: readonly string[]) => files.some((f) => f.replace(/\.rpm$/, "") === name || f.startsWith(`${name}-`));
   let repo: string | undefined;
   // downloaded: in dnf's cache folder of its repository; local: in the repository's folder
-  for (const d of (await readdir(cacheDir).catch(() => [] as string[])).sort()) {
-    if (has(await readdir(join(cacheDir, d, "packages")).catch(() => [] as string[]))) repo = repos.find((r) => d.startsWith(`${r.name}-`))?.name;
+  for (const d of (await readdirSafe(cacheDir)).sort()) {
+    if (has(await readdirSafe(join(cacheDir, d, "packages")))) repo = repos.find((r) => d.startsWith(`${r.name}-`))?.name;
     if (repo) break;
   }
   for (const r of repos) {
     if (repo || !r.baseurl.startsWith("file:")) continue;
     const dir = fileURLToPath(r.baseurl);
-    for (const sub of ["", "Packages", "packages", "RPMS"]) if (has(await readdir(join(dir, sub)).catch(() => [] as string[]))) repo ??= r.name;
+    for (const sub of ["", "Packages", "packages", "RPMS"]) if (has(await readdirSafe(join(dir, sub)))) repo ??= r.name;
   }
   const checked = repos.filter((r) => r.gpgcheck);
   repo ??= checked.length === 1 ? checked[0]!.name : undefined;
